@@ -1,0 +1,316 @@
+"""`TransformerConfig`: every architectural and numerical switch of the decoder.
+
+The defaults give the paper's model (shared/PAPER.md, "The model the paper analyses"):
+a causal Pre-LN decoder. Architecture-specific behaviour (GPT-2, Llama, Gemma, Qwen) is
+expressed by setting these switches, never by branching on a model name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+POS_ENCODINGS = ("none", "sinusoidal", "learned", "rope", "alibi")
+NORMS = ("layernorm", "rmsnorm", "none", "constant")
+NORM_PLACEMENTS = ("pre", "post", "sandwich")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+DTYPES = ("float64", "float32", "bfloat16", "float16")
+MATMUL_PRECISIONS = ("highest", "high", "default")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def resolve_dtype(name: str) -> jnp.dtype:
+    """The jnp dtype for a config dtype name; float64 needs `jax_enable_x64`."""
+    _check_choice("dtype", name, DTYPES)
+    if name == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "float64 was requested but JAX runs in 32-bit mode; call "
+            "jax.config.update('jax_enable_x64', True) before building the model"
+        )
+    return jnp.dtype(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Configuration of a decoder-only Transformer.
+
+    Sizes:
+        vocab_size, d_model, n_layers, n_heads: the usual meanings.
+        n_kv_heads: key/value heads (None: = n_heads, MHA; 1: MQA; in between: GQA).
+        d_head: width of one head (None: d_model // n_heads); independent of d_model.
+        d_mlp: hidden width of the MLP (None: 4 * d_model).
+        max_len: longest sequence; enforced for `learned` positions, a default elsewhere.
+
+    Positions:
+        pos_encoding: "none" (NoPE), "sinusoidal" / "learned" (absolute, added to v^(0)),
+            "rope" (rotary on q and k), "alibi" (linear per-head bias on the scores).
+        rope_theta: rotary base; rope_fraction: share of each head's dims that rotate
+            (partial rotary); rope_theta_local: base used on sliding-window layers (Gemma 3).
+
+    Norms:
+        norm: "layernorm", "rmsnorm", "none", or "constant" (x / norm_beta: the scaling
+            Theorem 5.1 assumes, no parameters).
+        norm_placement: "pre" (the paper's), "post", "sandwich" (before and after each
+            sublayer, as Gemma 2).
+        norm_eps, norm_bias (layernorm bias), rmsnorm_unit_offset (scale = 1 + w, Gemma),
+        norm_beta (the constant of the `constant` norm), final_norm, qk_norm (RMS-normalise
+        each query and key head, Gemma 3).
+
+    MLP:
+        activation: "relu", "gelu" (exact), "gelu_tanh", "silu"; gated: SwiGLU/GeGLU form
+        act(x W_gate) * (x W_up) W_down; mlp_bias.
+
+    Attention:
+        causal: lower-triangular mask (False: bidirectional).
+        window: None (global), an int for every layer, or one entry per layer (None or int)
+            so layers can alternate local and global. A query at position q sees keys
+            k with q - window < k <= q.
+        qkv_bias, out_bias: biases on the q/k/v and output projections.
+        attn_logit_softcap: scores -> c * tanh(scores / c) when set.
+        query_scale: multiplier of q.k (None: 1 / sqrt(d_head)).
+
+    Embeddings:
+        tie_embeddings: unembed with the embedding matrix; embedding_scale: multiply token
+        embeddings (Gemma: sqrt(d_model)); final_logit_softcap; lm_head_bias.
+
+    Precision:
+        dtype: compute dtype; param_dtype: storage dtype of the parameters;
+        softmax_dtype: dtype of the softmax and of the normalisation statistics (None: the
+            compute dtype; "float32" keeps them in float32 as production models do);
+        matmul_precision: "highest" (full float32 passes, default here because TPUs and
+            H100s otherwise run float32 matmuls as bf16/TF32), "high", "default".
+    """
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int | None = None
+    d_head: int | None = None
+    d_mlp: int | None = None
+    max_len: int = 2048
+
+    pos_encoding: str = "rope"
+    rope_theta: float = 10_000.0
+    rope_fraction: float = 1.0
+    rope_theta_local: float | None = None
+
+    norm: str = "layernorm"
+    norm_placement: str = "pre"
+    norm_eps: float = 1e-5
+    norm_bias: bool = True
+    rmsnorm_unit_offset: bool = False
+    norm_beta: float = 1.0
+    final_norm: bool = True
+    qk_norm: bool = False
+
+    activation: str = "gelu"
+    gated: bool = False
+    mlp_bias: bool = False
+
+    causal: bool = True
+    window: int | None | tuple[int | None, ...] = None
+    qkv_bias: bool = False
+    out_bias: bool = False
+    attn_logit_softcap: float | None = None
+    query_scale: float | None = None
+
+    tie_embeddings: bool = True
+    embedding_scale: float | None = None
+    final_logit_softcap: float | None = None
+    lm_head_bias: bool = False
+
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    softmax_dtype: str | None = "float32"
+    matmul_precision: str = "highest"
+
+    init_std: float = 0.02
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
+            _check_positive_int(name, getattr(self, name))
+        # Fill derived defaults (frozen dataclass: object.__setattr__).
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        _check_positive_int("n_kv_heads", self.n_kv_heads)
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}"
+            )
+        if self.d_head is None:
+            if self.d_model % self.n_heads:
+                raise ValueError(
+                    f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                    "set d_head explicitly"
+                )
+            object.__setattr__(self, "d_head", self.d_model // self.n_heads)
+        _check_positive_int("d_head", self.d_head)
+        if self.d_mlp is None:
+            object.__setattr__(self, "d_mlp", 4 * self.d_model)
+        _check_positive_int("d_mlp", self.d_mlp)
+
+        _check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("param_dtype", self.param_dtype, DTYPES)
+        if self.softmax_dtype is not None:
+            _check_choice("softmax_dtype", self.softmax_dtype, DTYPES)
+        _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+
+        if self.pos_encoding == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
+        if self.pos_encoding == "rope":
+            if not 0.0 < self.rope_fraction <= 1.0:
+                raise ValueError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
+            if self.rope_dims < 2:
+                raise ValueError(
+                    f"rope_fraction={self.rope_fraction} of d_head={self.d_head} rotates "
+                    "fewer than 2 dimensions"
+                )
+            if self.rope_theta <= 0:
+                raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
+        if self.norm == "constant" and not self.norm_beta > 0:
+            raise ValueError(f"norm_beta must be positive, got {self.norm_beta}")
+        if self.norm_eps < 0:
+            raise ValueError(f"norm_eps must be non-negative, got {self.norm_eps}")
+        for name in ("attn_logit_softcap", "final_logit_softcap"):
+            cap = getattr(self, name)
+            if cap is not None and not cap > 0:
+                raise ValueError(f"{name} must be positive or None, got {cap}")
+
+        window = self.window
+        if isinstance(window, (list, tuple)):
+            window = tuple(window)
+            if len(window) != self.n_layers:
+                raise ValueError(
+                    f"window has {len(window)} entries but n_layers={self.n_layers}"
+                )
+            object.__setattr__(self, "window", window)
+            entries = window
+        else:
+            entries = (window,)
+        for w in entries:
+            if w is not None:
+                if not isinstance(w, int) or isinstance(w, bool):
+                    raise ValueError(f"window entries must be int or None, got {w!r}")
+                if w < 1:
+                    raise ValueError(f"window must be >= 1 (or None), got {w}")
+
+    # ---- derived quantities -------------------------------------------------------
+
+    @property
+    def n_groups(self) -> int:
+        """Query heads per key/value head."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def rope_dims(self) -> int:
+        """Number of rotated dimensions per head (even)."""
+        return int(self.d_head * self.rope_fraction) // 2 * 2
+
+    def layer_window(self, layer: int) -> int | None:
+        """The sliding window of one layer (None: global attention)."""
+        if isinstance(self.window, tuple):
+            return self.window[layer]
+        return self.window
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return resolve_dtype(self.dtype)
+
+    @property
+    def params_dtype(self) -> jnp.dtype:
+        return resolve_dtype(self.param_dtype)
+
+    @property
+    def accum_dtype(self) -> jnp.dtype:
+        return resolve_dtype(self.softmax_dtype or self.dtype)
+
+    @property
+    def precision(self) -> jax.lax.Precision:
+        return {
+            "highest": jax.lax.Precision.HIGHEST,
+            "high": jax.lax.Precision.HIGH,
+            "default": jax.lax.Precision.DEFAULT,
+        }[self.matmul_precision]
+
+    def replace(self, **changes) -> "TransformerConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- presets --------------------------------------------------------------------
+
+    @classmethod
+    def tiny(cls, **overrides) -> "TransformerConfig":
+        """A model small enough for tests and teaching (runs in milliseconds on a CPU)."""
+        base = dict(
+            vocab_size=32, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_head=8,
+            d_mlp=64, max_len=128, pos_encoding="rope", norm="layernorm",
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def paper_one_layer(cls, **overrides) -> "TransformerConfig":
+        """The paper's synthetic collapse model (R4, Figure 10): one layer, d = 64, one head."""
+        base = dict(
+            vocab_size=16, d_model=64, n_layers=1, n_heads=1, d_mlp=256, max_len=4096,
+            pos_encoding="none", norm="layernorm",
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def gpt2_small(cls, **overrides) -> "TransformerConfig":
+        """GPT-2 small (124M): learned positions, LayerNorm, tanh-GELU, biases, tied."""
+        base = dict(
+            vocab_size=50257, d_model=768, n_layers=12, n_heads=12, d_mlp=3072, max_len=1024,
+            pos_encoding="learned", norm="layernorm", norm_bias=True, activation="gelu_tanh",
+            mlp_bias=True, qkv_bias=True, out_bias=True, tie_embeddings=True,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def smollm2_135m(cls, **overrides) -> "TransformerConfig":
+        """SmolLM2-135M (Llama family): RoPE, RMSNorm, SwiGLU, GQA 9/3, tied."""
+        base = dict(
+            vocab_size=49152, d_model=576, n_layers=30, n_heads=9, n_kv_heads=3, d_head=64,
+            d_mlp=1536, max_len=8192, pos_encoding="rope", rope_theta=100_000.0,
+            norm="rmsnorm", norm_eps=1e-5, activation="silu", gated=True,
+            tie_embeddings=True,
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def gemma2_2b(cls, **overrides) -> "TransformerConfig":
+        """Gemma 2 2B: sandwich RMSNorm (1 + w), GeGLU, alternating local/global, soft-caps."""
+        n_layers = 26
+        base = dict(
+            vocab_size=256000, d_model=2304, n_layers=n_layers, n_heads=8, n_kv_heads=4,
+            d_head=256, d_mlp=9216, max_len=8192, pos_encoding="rope", norm="rmsnorm",
+            norm_eps=1e-6, rmsnorm_unit_offset=True, norm_placement="sandwich",
+            activation="gelu_tanh", gated=True, window=tuple(
+                4096 if layer % 2 == 0 else None for layer in range(n_layers)
+            ),
+            attn_logit_softcap=50.0, final_logit_softcap=30.0, query_scale=256**-0.5,
+            embedding_scale=2304**0.5, tie_embeddings=True,
+        )
+        base.update(overrides)
+        return cls(**base)

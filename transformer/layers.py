@@ -1,0 +1,339 @@
+"""Building blocks of the decoder: norms, positional encodings, attention, MLP.
+
+Einsum vocabulary (used everywhere in this package):
+    b batch, q query position, k key position, h query heads, g key/value heads,
+    r query heads per key/value head (h = g * r), d head dim, m model width,
+    f MLP width, v vocabulary.
+
+Head layout: query head `h = g_index * r + r_index`, so key/value head `g` serves the
+query heads g*r .. g*r + r - 1 (the Hugging Face `repeat_kv` convention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from transformer.config import TransformerConfig
+
+
+def _normal(rngs: nnx.Rngs, shape, std: float, dtype) -> jax.Array:
+    return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+
+
+# ---- norms -----------------------------------------------------------------------------
+
+
+class Norm(nnx.Module):
+    """One normalisation layer: layernorm, rmsnorm, none, or constant (x / beta).
+
+    Statistics are accumulated in `config.accum_dtype` (the softmax/normalisation dtype),
+    the result is returned in the input's dtype.
+    """
+
+    def __init__(self, config: TransformerConfig, width: int | None = None, *, rngs: nnx.Rngs):
+        del rngs  # deterministic init
+        self.kind = config.norm
+        self.eps = config.norm_eps
+        self.beta = config.norm_beta
+        self.unit_offset = config.rmsnorm_unit_offset
+        self.accum_dtype = config.accum_dtype
+        width = width or config.d_model
+        pdt = config.params_dtype
+        if self.kind in ("layernorm", "rmsnorm"):
+            # With the (1 + w) form the neutral scale is w = 0.
+            init = jnp.zeros if (self.kind == "rmsnorm" and self.unit_offset) else jnp.ones
+            self.scale = nnx.Param(init((width,), pdt))
+        if self.kind == "layernorm" and config.norm_bias:
+            self.bias = nnx.Param(jnp.zeros((width,), pdt))
+        else:
+            self.bias = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.kind == "none":
+            return x
+        if self.kind == "constant":
+            return x / jnp.asarray(self.beta, x.dtype)
+        xf = x.astype(self.accum_dtype)
+        if self.kind == "layernorm":
+            xf = xf - xf.mean(-1, keepdims=True)
+        inv = jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
+        scale = self.scale.value.astype(self.accum_dtype)
+        if self.unit_offset and self.kind == "rmsnorm":
+            scale = 1.0 + scale
+        out = xf * inv * scale
+        if self.bias is not None:
+            out = out + self.bias.value.astype(self.accum_dtype)
+        return out.astype(x.dtype)
+
+
+# ---- positions ---------------------------------------------------------------------------
+
+
+def sinusoidal_encoding(positions: jax.Array, d_model: int, dtype) -> jax.Array:
+    """Vaswani et al. absolute encoding: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos.
+
+    Args:
+        positions: integer positions, any shape S.
+    Returns:
+        [*S, d_model] in `dtype`.
+    """
+    wide = jnp.promote_types(dtype, jnp.float32)
+    freqs = 1.0 / (10_000.0 ** (jnp.arange(0, d_model, 2, dtype=wide) / d_model))  # [m/2]
+    angles = positions.astype(wide)[..., None] * freqs  # [*S, m/2]
+    pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [*S, m/2, 2]
+    return pe.reshape(*positions.shape, d_model).astype(dtype)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, rope_dims: int, theta: float) -> jax.Array:
+    """Rotary embedding (rotate-half layout) on the first `rope_dims` dims of each head.
+
+    Args:
+        x: [b, t, heads, d].
+        positions: [b, t] integer positions.
+    Returns:
+        [b, t, heads, d], same dtype as x.
+    """
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    half = rope_dims // 2
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, rope_dims, 2, dtype=wide) / rope_dims))  # [half]
+    angles = positions.astype(wide)[..., None] * inv_freq  # [b, t, half]
+    cos = jnp.cos(angles)[:, :, None, :]  # [b, t, 1, half]
+    sin = jnp.sin(angles)[:, :, None, :]
+    rot, rest = x[..., :rope_dims].astype(wide), x[..., rope_dims:]
+    x1, x2 = rot[..., :half], rot[..., half:]
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return jnp.concatenate([rotated.astype(x.dtype), rest], axis=-1)
+
+
+def alibi_slopes(n_heads: int) -> np.ndarray:
+    """ALiBi head slopes (Press et al.): the geometric sequence 2^(-8 i / n) for i = 1..n,
+    with the published interleaving when n is not a power of two.
+
+    Returns:
+        [n_heads] float64 NumPy array.
+    """
+
+    def power_of_two(n):
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        return np.array(power_of_two(n_heads))
+    closest = 2 ** math.floor(math.log2(n_heads))
+    extra = power_of_two(2 * closest)[0::2][: n_heads - closest]
+    return np.array(power_of_two(closest) + extra)
+
+
+# ---- attention ---------------------------------------------------------------------------
+
+# A finite stand-in for -inf: fully masked rows give a uniform (not NaN) softmax, and
+# exp(MASKED - max) underflows to exactly 0 for masked keys in every float format.
+def _masked_value(dtype) -> float:
+    return float(jnp.finfo(dtype).min) / 2
+
+
+def attention_mask(
+    q_pos: jax.Array, k_pos: jax.Array, k_valid: jax.Array, *, causal: bool, window: int | None
+) -> jax.Array:
+    """Which keys each query may see, composed from positions.
+
+    Args:
+        q_pos: [b, q] query positions; k_pos: [b, k] key positions; k_valid: [b, k] bool
+            (padding / unfilled cache slots are False).
+    Returns:
+        [b, 1, q, k] bool (broadcasts over heads).
+    """
+    delta = q_pos[:, :, None] - k_pos[:, None, :]  # [b, q, k]
+    mask = k_valid[:, None, :]
+    if causal:
+        mask = mask & (delta >= 0)
+    if window is not None:
+        mask = mask & (jnp.abs(delta) < window)
+    return mask[:, None]
+
+
+class Attention(nnx.Module):
+    """Multi-head (MHA / GQA / MQA) attention with one explicit path:
+    scores -> soft-cap -> position bias -> mask -> softmax (accum dtype) -> mix."""
+
+    def __init__(self, config: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        self.window = c.layer_window(layer)
+        self.rope_theta = (
+            c.rope_theta_local
+            if (self.window is not None and c.rope_theta_local is not None)
+            else c.rope_theta
+        )
+        m, h, g, d, pdt = c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.params_dtype
+        std = c.init_std
+        self.wq = nnx.Param(_normal(rngs, (m, h, d), std, pdt))
+        self.wk = nnx.Param(_normal(rngs, (m, g, d), std, pdt))
+        self.wv = nnx.Param(_normal(rngs, (m, g, d), std, pdt))
+        self.wo = nnx.Param(_normal(rngs, (h, d, m), std / math.sqrt(2 * c.n_layers), pdt))
+        if c.qkv_bias:
+            self.bq = nnx.Param(jnp.zeros((h, d), pdt))
+            self.bk = nnx.Param(jnp.zeros((g, d), pdt))
+            self.bv = nnx.Param(jnp.zeros((g, d), pdt))
+        else:
+            self.bq = self.bk = self.bv = None
+        self.bo = nnx.Param(jnp.zeros((m,), pdt)) if c.out_bias else None
+        if c.qk_norm:
+            qk_config = c.replace(norm="rmsnorm")
+            self.q_norm = Norm(qk_config, d, rngs=rngs)
+            self.k_norm = Norm(qk_config, d, rngs=rngs)
+        else:
+            self.q_norm = self.k_norm = None
+        if c.pos_encoding == "alibi":
+            self.alibi = tuple(float(x) for x in alibi_slopes(h))  # static, not a parameter
+        else:
+            self.alibi = None
+
+    def project_kv(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keys (rotated where RoPE is on) and values of new tokens.
+
+        Args:
+            x: [b, t, m] normalised inputs; positions: [b, t].
+        Returns:
+            keys [b, t, g, d], values [b, t, g, d].
+        """
+        c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
+        k = jnp.einsum("btm,mgd->btgd", x, self.wk.value.astype(dt), precision=prec)
+        v = jnp.einsum("btm,mgd->btgd", x, self.wv.value.astype(dt), precision=prec)
+        if self.bk is not None:
+            k = k + self.bk.value.astype(dt)
+            v = v + self.bv.value.astype(dt)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
+        if c.pos_encoding == "rope":
+            k = apply_rope(k, positions, c.rope_dims, self.rope_theta)
+        return k, v
+
+    def project_q(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """Queries [b, t, h, d] of new tokens (x: [b, t, m]; positions: [b, t])."""
+        c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
+        q = jnp.einsum("btm,mhd->bthd", x, self.wq.value.astype(dt), precision=prec)
+        if self.bq is not None:
+            q = q + self.bq.value.astype(dt)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if c.pos_encoding == "rope":
+            q = apply_rope(q, positions, c.rope_dims, self.rope_theta)
+        return q
+
+    def __call__(
+        self,
+        x: jax.Array,
+        positions: jax.Array,
+        context: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+        *,
+        freeze_attention: bool = False,
+    ):
+        """Attend from new tokens to cached context keys and to themselves.
+
+        Args:
+            x: [b, t, m] normalised inputs of the new tokens.
+            positions: [b, t] their positions.
+            context: optional (keys [b', s, g, d], values [b', s, g, d], valid [b, s]) of
+                earlier tokens (b' = b or 1); slot j holds position j.
+            freeze_attention: hold the pattern constant under differentiation (R7).
+        Returns:
+            (out [b, t, m], new keys [b, t, g, d], new values [b, t, g, d],
+             scores [b, h, t, k], pattern [b, h, t, k]) with k = s + t.
+        """
+        c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
+        b, t, _ = x.shape
+        q = self.project_q(x, positions)
+        k_new, v_new = self.project_kv(x, positions)
+        k_pos, k_valid = positions, jnp.ones((b, t), bool)
+        k_all, v_all = k_new, v_new
+        if context is not None:
+            k_ctx, v_ctx, valid_ctx = context
+            s = k_ctx.shape[1]
+            k_ctx = jnp.broadcast_to(k_ctx, (b, *k_ctx.shape[1:])).astype(dt)
+            v_ctx = jnp.broadcast_to(v_ctx, (b, *v_ctx.shape[1:])).astype(dt)
+            k_all = jnp.concatenate([k_ctx, k_new], axis=1)  # [b, s + t, g, d]
+            v_all = jnp.concatenate([v_ctx, v_new], axis=1)
+            ctx_pos = jnp.broadcast_to(jnp.arange(s, dtype=positions.dtype), (b, s))
+            k_pos = jnp.concatenate([ctx_pos, positions], axis=1)  # [b, s + t]
+            k_valid = jnp.concatenate([valid_ctx, k_valid], axis=1)
+
+        g, r = c.n_kv_heads, c.n_groups
+        qg = q.reshape(b, t, g, r, c.d_head)  # [b, q, g, r, d]
+        scores = jnp.einsum("bqgrd,bkgd->bgrqk", qg, k_all, precision=prec)
+        scores = scores.reshape(b, c.n_heads, t, k_all.shape[1])  # [b, h, q, k]
+        acc = c.accum_dtype
+        scale = c.query_scale if c.query_scale is not None else c.d_head**-0.5
+        scores = scores.astype(acc) * jnp.asarray(scale, acc)
+        if c.attn_logit_softcap is not None:
+            cap = jnp.asarray(c.attn_logit_softcap, acc)
+            scores = cap * jnp.tanh(scores / cap)
+        if self.alibi is not None:
+            distance = jnp.abs(positions[:, :, None] - k_pos[:, None, :]).astype(acc)  # [b, q, k]
+            slopes = jnp.asarray(self.alibi, acc)[None, :, None, None]  # [1, h, 1, 1]
+            scores = scores - slopes * distance[:, None]
+        mask = attention_mask(positions, k_pos, k_valid, causal=c.causal, window=self.window)
+        scores = jnp.where(mask, scores, jnp.asarray(_masked_value(acc), acc))
+        pattern = jax.nn.softmax(scores, axis=-1)
+        if freeze_attention:
+            pattern = jax.lax.stop_gradient(pattern)
+
+        pg = pattern.astype(dt).reshape(b, g, r, t, k_all.shape[1])  # [b, g, r, q, k]
+        mixed = jnp.einsum("bgrqk,bkgd->bqgrd", pg, v_all, precision=prec)
+        mixed = mixed.reshape(b, t, c.n_heads, c.d_head)  # [b, q, h, d]
+        out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo.value.astype(dt), precision=prec)
+        if self.bo is not None:
+            out = out + self.bo.value.astype(dt)
+        return out, k_new, v_new, scores, pattern
+
+
+# ---- MLP ---------------------------------------------------------------------------------
+
+ACTIVATION_FNS = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+}
+
+
+class MLP(nnx.Module):
+    """psi(x) = act(x W_up + b) W_down + b, or the gated act(x W_gate) * (x W_up) W_down."""
+
+    def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
+        c = config
+        self.config = c
+        m, f, pdt, std = c.d_model, c.d_mlp, c.params_dtype, c.init_std
+        self.w_up = nnx.Param(_normal(rngs, (m, f), std, pdt))
+        self.w_gate = nnx.Param(_normal(rngs, (m, f), std, pdt)) if c.gated else None
+        self.w_down = nnx.Param(_normal(rngs, (f, m), std / math.sqrt(2 * c.n_layers), pdt))
+        if c.mlp_bias:
+            self.b_up = nnx.Param(jnp.zeros((f,), pdt))
+            self.b_gate = nnx.Param(jnp.zeros((f,), pdt)) if c.gated else None
+            self.b_down = nnx.Param(jnp.zeros((m,), pdt))
+        else:
+            self.b_up = self.b_gate = self.b_down = None
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [b, t, m] -> [b, t, m]."""
+        c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
+        act = ACTIVATION_FNS[c.activation]
+        up = jnp.einsum("btm,mf->btf", x, self.w_up.value.astype(dt), precision=prec)
+        if self.b_up is not None:
+            up = up + self.b_up.value.astype(dt)
+        if self.w_gate is not None:
+            gate = jnp.einsum("btm,mf->btf", x, self.w_gate.value.astype(dt), precision=prec)
+            if self.b_gate is not None:
+                gate = gate + self.b_gate.value.astype(dt)
+            hidden = act(gate) * up
+        else:
+            hidden = act(up)
+        out = jnp.einsum("btf,fm->btm", hidden, self.w_down.value.astype(dt), precision=prec)
+        if self.b_down is not None:
+            out = out + self.b_down.value.astype(dt)
+        return out
