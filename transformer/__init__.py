@@ -3,7 +3,14 @@
 from transformer.config import TransformerConfig
 from transformer.generate import greedy_generate
 from transformer.layers import alibi_slopes, apply_rope, sinusoidal_encoding
-from transformer.model import Decoder, ForwardResult, Intermediates, KVCache, count_params
+from transformer.model import (
+    Decoder,
+    ForwardResult,
+    Intermediates,
+    KVCache,
+    count_params,
+    with_precision,
+)
 
 __all__ = [
     "Decoder",
@@ -16,4 +23,5 @@ __all__ = [
     "count_params",
     "greedy_generate",
     "sinusoidal_encoding",
+    "with_precision",
 ]

@@ -62,12 +62,12 @@ class Norm(nnx.Module):
         if self.kind == "layernorm":
             xf = xf - xf.mean(-1, keepdims=True)
         inv = jax.lax.rsqrt((xf * xf).mean(-1, keepdims=True) + self.eps)
-        scale = self.scale.value.astype(self.accum_dtype)
+        scale = self.scale[...].astype(self.accum_dtype)
         if self.unit_offset and self.kind == "rmsnorm":
             scale = 1.0 + scale
         out = xf * inv * scale
         if self.bias is not None:
-            out = out + self.bias.value.astype(self.accum_dtype)
+            out = out + self.bias[...].astype(self.accum_dtype)
         return out.astype(x.dtype)
 
 
@@ -203,11 +203,11 @@ class Attention(nnx.Module):
             keys [b, t, g, d], values [b, t, g, d].
         """
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
-        k = jnp.einsum("btm,mgd->btgd", x, self.wk.value.astype(dt), precision=prec)
-        v = jnp.einsum("btm,mgd->btgd", x, self.wv.value.astype(dt), precision=prec)
+        k = jnp.einsum("btm,mgd->btgd", x, self.wk[...].astype(dt), precision=prec)
+        v = jnp.einsum("btm,mgd->btgd", x, self.wv[...].astype(dt), precision=prec)
         if self.bk is not None:
-            k = k + self.bk.value.astype(dt)
-            v = v + self.bv.value.astype(dt)
+            k = k + self.bk[...].astype(dt)
+            v = v + self.bv[...].astype(dt)
         if self.k_norm is not None:
             k = self.k_norm(k)
         if c.pos_encoding == "rope":
@@ -217,9 +217,9 @@ class Attention(nnx.Module):
     def project_q(self, x: jax.Array, positions: jax.Array) -> jax.Array:
         """Queries [b, t, h, d] of new tokens (x: [b, t, m]; positions: [b, t])."""
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
-        q = jnp.einsum("btm,mhd->bthd", x, self.wq.value.astype(dt), precision=prec)
+        q = jnp.einsum("btm,mhd->bthd", x, self.wq[...].astype(dt), precision=prec)
         if self.bq is not None:
-            q = q + self.bq.value.astype(dt)
+            q = q + self.bq[...].astype(dt)
         if self.q_norm is not None:
             q = self.q_norm(q)
         if c.pos_encoding == "rope":
@@ -286,9 +286,9 @@ class Attention(nnx.Module):
         pg = pattern.astype(dt).reshape(b, g, r, t, k_all.shape[1])  # [b, g, r, q, k]
         mixed = jnp.einsum("bgrqk,bkgd->bqgrd", pg, v_all, precision=prec)
         mixed = mixed.reshape(b, t, c.n_heads, c.d_head)  # [b, q, h, d]
-        out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo.value.astype(dt), precision=prec)
+        out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo[...].astype(dt), precision=prec)
         if self.bo is not None:
-            out = out + self.bo.value.astype(dt)
+            out = out + self.bo[...].astype(dt)
         return out, k_new, v_new, scores, pattern
 
 
@@ -323,17 +323,17 @@ class MLP(nnx.Module):
         """x: [b, t, m] -> [b, t, m]."""
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
         act = ACTIVATION_FNS[c.activation]
-        up = jnp.einsum("btm,mf->btf", x, self.w_up.value.astype(dt), precision=prec)
+        up = jnp.einsum("btm,mf->btf", x, self.w_up[...].astype(dt), precision=prec)
         if self.b_up is not None:
-            up = up + self.b_up.value.astype(dt)
+            up = up + self.b_up[...].astype(dt)
         if self.w_gate is not None:
-            gate = jnp.einsum("btm,mf->btf", x, self.w_gate.value.astype(dt), precision=prec)
+            gate = jnp.einsum("btm,mf->btf", x, self.w_gate[...].astype(dt), precision=prec)
             if self.b_gate is not None:
-                gate = gate + self.b_gate.value.astype(dt)
+                gate = gate + self.b_gate[...].astype(dt)
             hidden = act(gate) * up
         else:
             hidden = act(up)
-        out = jnp.einsum("btf,fm->btm", hidden, self.w_down.value.astype(dt), precision=prec)
+        out = jnp.einsum("btf,fm->btm", hidden, self.w_down[...].astype(dt), precision=prec)
         if self.b_down is not None:
-            out = out + self.b_down.value.astype(dt)
+            out = out + self.b_down[...].astype(dt)
         return out

@@ -213,26 +213,26 @@ class Decoder(nnx.Module):
 
     def _embed(self, tokens: jax.Array, positions: jax.Array) -> jax.Array:
         c, dt = self.config, self.config.compute_dtype
-        v0 = jnp.take(self.embedding.value, tokens, axis=0).astype(dt)  # [b, n, m]
+        v0 = jnp.take(self.embedding[...], tokens, axis=0).astype(dt)  # [b, n, m]
         if c.embedding_scale is not None:
             v0 = v0 * jnp.asarray(c.embedding_scale, dt)
         if c.pos_encoding == "sinusoidal":
             v0 = v0 + sinusoidal_encoding(positions, c.d_model, dt)
         elif c.pos_encoding == "learned":
-            v0 = v0 + jnp.take(self.pos_embedding.value, positions, axis=0).astype(dt)
+            v0 = v0 + jnp.take(self.pos_embedding[...], positions, axis=0).astype(dt)
         return v0
 
     def unembed(self, y: jax.Array) -> jax.Array:
         """Logits from final-normed states: y [..., m] -> [..., v]."""
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
         if self.unembedding is None:
-            logits = jnp.einsum("...m,vm->...v", y, self.embedding.value.astype(dt), precision=prec)
+            logits = jnp.einsum("...m,vm->...v", y, self.embedding[...].astype(dt), precision=prec)
         else:
             logits = jnp.einsum(
-                "...m,mv->...v", y, self.unembedding.value.astype(dt), precision=prec
+                "...m,mv->...v", y, self.unembedding[...].astype(dt), precision=prec
             )
         if self.lm_head_bias is not None:
-            logits = logits + self.lm_head_bias.value.astype(dt)
+            logits = logits + self.lm_head_bias[...].astype(dt)
         if c.final_logit_softcap is not None:
             cap = jnp.asarray(c.final_logit_softcap, dt)
             logits = cap * jnp.tanh(logits / cap)
@@ -454,3 +454,25 @@ def _strip_batch(out: ForwardResult) -> ForwardResult:
 def count_params(model: nnx.Module) -> int:
     """Number of scalar parameters of a model."""
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def with_precision(model: Decoder, **precision) -> Decoder:
+    """The same weights under other precision settings (R6 sweeps one set of weights).
+
+    Args:
+        model: a decoder.
+        **precision: any of `dtype`, `param_dtype`, `softmax_dtype`, `matmul_precision`.
+    Returns:
+        A new `Decoder` whose config has those fields changed and whose parameters are the
+        model's, cast to the new `param_dtype`. The input model is not modified.
+    """
+    allowed = {"dtype", "param_dtype", "softmax_dtype", "matmul_precision"}
+    unknown = set(precision) - allowed
+    if unknown:
+        raise ValueError(f"with_precision takes only {sorted(allowed)}, got {sorted(unknown)}")
+    config = model.config.replace(**precision)
+    target = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
+    pdt = config.params_dtype
+    state = jax.tree.map(lambda a: jnp.asarray(a).astype(pdt), nnx.state(model, nnx.Param))
+    nnx.update(target, state)
+    return target
