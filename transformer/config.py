@@ -57,7 +57,10 @@ class TransformerConfig:
         pos_encoding: "none" (NoPE), "sinusoidal" / "learned" (absolute, added to v^(0)),
             "rope" (rotary on q and k), "alibi" (linear per-head bias on the scores).
         rope_theta: rotary base; rope_fraction: share of each head's dims that rotate
-            (partial rotary); rope_theta_local: base used on sliding-window layers (Gemma 3).
+            (partial rotary); rope_theta_local: base used on sliding-window layers (Gemma 3);
+            rope_linear_factor: linear RoPE scaling (positions / factor) on the layers that
+            use rope_theta, i.e. all layers, or the global ones when rope_theta_local is set
+            (Gemma 3 4B+ global layers; 1.0: none).
 
     Norms:
         norm: "layernorm", "rmsnorm", "none", or "constant" (x / norm_beta: the scaling
@@ -106,6 +109,7 @@ class TransformerConfig:
     rope_theta: float = 10_000.0
     rope_fraction: float = 1.0
     rope_theta_local: float | None = None
+    rope_linear_factor: float = 1.0
 
     norm: str = "layernorm"
     norm_placement: str = "pre"
@@ -184,6 +188,10 @@ class TransformerConfig:
                 )
             if self.rope_theta <= 0:
                 raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
+            if not self.rope_linear_factor > 0:
+                raise ValueError(
+                    f"rope_linear_factor must be positive, got {self.rope_linear_factor}"
+                )
         if self.norm == "constant" and not self.norm_beta > 0:
             raise ValueError(f"norm_beta must be positive, got {self.norm_beta}")
         if self.norm_eps < 0:

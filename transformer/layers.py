@@ -89,18 +89,23 @@ def sinusoidal_encoding(positions: jax.Array, d_model: int, dtype) -> jax.Array:
     return pe.reshape(*positions.shape, d_model).astype(dtype)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, rope_dims: int, theta: float) -> jax.Array:
+def apply_rope(
+    x: jax.Array, positions: jax.Array, rope_dims: int, theta: float, linear_factor: float = 1.0
+) -> jax.Array:
     """Rotary embedding (rotate-half layout) on the first `rope_dims` dims of each head.
 
     Args:
         x: [b, t, heads, d].
         positions: [b, t] integer positions.
+        linear_factor: linear RoPE scaling: frequencies divided by it (1.0: none).
     Returns:
         [b, t, heads, d], same dtype as x.
     """
     wide = jnp.promote_types(x.dtype, jnp.float32)
     half = rope_dims // 2
     inv_freq = 1.0 / (theta ** (jnp.arange(0, rope_dims, 2, dtype=wide) / rope_dims))  # [half]
+    if linear_factor != 1.0:
+        inv_freq = inv_freq / linear_factor
     angles = positions.astype(wide)[..., None] * inv_freq  # [b, t, half]
     cos = jnp.cos(angles)[:, :, None, :]  # [b, t, 1, half]
     sin = jnp.sin(angles)[:, :, None, :]
@@ -119,8 +124,8 @@ def alibi_slopes(n_heads: int) -> np.ndarray:
     """
 
     def power_of_two(n):
-        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
-        return [start * start**i for i in range(n)]
+        # 2^(-8 i / n) for i = 1..n, written as powers so the values are exact.
+        return [2.0 ** (-8.0 * i / n) for i in range(1, n + 1)]
 
     if math.log2(n_heads).is_integer():
         return np.array(power_of_two(n_heads))
@@ -170,6 +175,11 @@ class Attention(nnx.Module):
             if (self.window is not None and c.rope_theta_local is not None)
             else c.rope_theta
         )
+        # Linear scaling goes with the global base (Gemma 3 scales only its global layers).
+        self.rope_linear_factor = (
+            1.0 if (self.window is not None and c.rope_theta_local is not None)
+            else c.rope_linear_factor
+        )
         m, h, g, d, pdt = c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.params_dtype
         std = c.init_std
         self.wq = nnx.Param(_normal(rngs, (m, h, d), std, pdt))
@@ -211,7 +221,7 @@ class Attention(nnx.Module):
         if self.k_norm is not None:
             k = self.k_norm(k)
         if c.pos_encoding == "rope":
-            k = apply_rope(k, positions, c.rope_dims, self.rope_theta)
+            k = apply_rope(k, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
         return k, v
 
     def project_q(self, x: jax.Array, positions: jax.Array) -> jax.Array:
@@ -223,7 +233,7 @@ class Attention(nnx.Module):
         if self.q_norm is not None:
             q = self.q_norm(q)
         if c.pos_encoding == "rope":
-            q = apply_rope(q, positions, c.rope_dims, self.rope_theta)
+            q = apply_rope(q, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
         return q
 
     def __call__(

@@ -131,6 +131,7 @@ class Decoder(nnx.Module):
         c = config
         self.config = c
         pdt = c.params_dtype
+        c.compute_dtype, c.accum_dtype  # noqa: B018  (a float64 setting without x64 fails here)
         self.embedding = nnx.Param(_normal(rngs, (c.vocab_size, c.d_model), c.init_std, pdt))
         if c.pos_encoding == "learned":
             self.pos_embedding = nnx.Param(_normal(rngs, (c.max_len, c.d_model), c.init_std, pdt))

@@ -1,0 +1,374 @@
+"""The decoder against an independent float64 reference, and its invariants."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.helpers import make_model, randomized
+from tests.reference import ref_alibi_slopes, ref_forward
+from transformer import (
+    Decoder,
+    TransformerConfig,
+    alibi_slopes,
+    apply_rope,
+    count_params,
+    greedy_generate,
+    with_precision,
+)
+
+F64 = dict(dtype="float64", param_dtype="float64", softmax_dtype="float64")
+TOKENS = np.array([3, 17, 5, 5, 30, 0, 9, 12, 12, 4, 1])
+
+
+def _check_against_reference(model):
+    logits = model(jnp.asarray(TOKENS))
+    y = model.forward_from_embeddings(model.embed(jnp.asarray(TOKENS))).y
+    ref_y, ref_logits = ref_forward(model.config, nnx.to_pure_dict(nnx.state(model, nnx.Param)), TOKENS)
+    assert logits.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(y), ref_y, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(logits), ref_logits, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("pos", ["none", "sinusoidal", "learned", "rope", "alibi"])
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm", "none", "constant"])
+def test_matches_float64_reference_for_every_position_and_norm(pos, norm):
+    extra = {"norm_beta": 3.0} if norm == "constant" else {}
+    _check_against_reference(make_model(seed=1, pos_encoding=pos, norm=norm, **extra, **F64))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(norm_placement="post"),
+        dict(norm_placement="sandwich", norm="rmsnorm", rmsnorm_unit_offset=True),
+        dict(n_kv_heads=1),  # MQA
+        dict(n_kv_heads=4),  # MHA
+        dict(gated=True, activation="silu"),
+        dict(gated=True, activation="gelu_tanh", mlp_bias=True),
+        dict(activation="relu"),
+        dict(activation="gelu"),
+        dict(window=3),
+        dict(window=(2, None)),
+        dict(causal=False, pos_encoding="none"),
+        dict(causal=False, window=4, pos_encoding="alibi"),
+        dict(qkv_bias=True, out_bias=True),
+        dict(attn_logit_softcap=0.5, final_logit_softcap=2.0, query_scale=0.7),
+        dict(tie_embeddings=False, embedding_scale=math.sqrt(32)),
+        dict(rope_fraction=0.5, rope_theta=500.0),
+        dict(d_head=12),  # d_head independent of d_model / n_heads
+        dict(norm="layernorm", norm_bias=False),
+        dict(final_norm=False),
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
+def test_matches_float64_reference_for_other_switches(overrides):
+    _check_against_reference(make_model(seed=2, **{**F64, **overrides}))
+
+
+def _jacobian_of_states(model, n=8):
+    v0 = model.embed(jnp.arange(n) % model.config.vocab_size)
+    f = lambda v: model.forward_from_embeddings(v).y  # noqa: E731
+    return np.asarray(jax.jacrev(f)(v0))  # [n, m, n, m]
+
+
+def test_future_positions_have_exactly_zero_influence():
+    jac = _jacobian_of_states(make_model(seed=3, **F64))
+    n = jac.shape[0]
+    for i in range(n):
+        for j in range(n):
+            block = np.abs(jac[i, :, j, :]).max()
+            if j > i:
+                assert block == 0.0, (i, j)
+            else:
+                assert block > 0.0, (i, j)
+
+
+@pytest.mark.parametrize("n_layers,window", [(1, 3), (2, 3), (3, 2)])
+def test_window_gives_exactly_zero_blocks_beyond_its_reach(n_layers, window):
+    model = make_model(seed=4, n_layers=n_layers, window=window, **F64)
+    jac = _jacobian_of_states(model, n=10)
+    reach = n_layers * (window - 1)  # each layer looks back window - 1 positions
+    for i in range(10):
+        for j in range(10):
+            zero = np.abs(jac[i, :, j, :]).max() == 0.0
+            assert zero == (j > i or i - j > reach), (i, j)
+
+
+def test_bidirectional_nope_is_permutation_equivariant():
+    model = make_model(seed=5, causal=False, pos_encoding="none", **F64)
+    tokens = jnp.asarray(TOKENS)
+    perm = np.random.default_rng(0).permutation(len(TOKENS))
+    y = model.forward_from_embeddings(model.embed(tokens)).y
+    y_perm = model.forward_from_embeddings(model.embed(tokens[perm])).y
+    np.testing.assert_allclose(np.asarray(y_perm), np.asarray(y)[perm], atol=1e-12)
+    # Causal NoPE is not: the mask breaks the symmetry.
+    causal = make_model(seed=5, pos_encoding="none", **F64)
+    yc = causal.forward_from_embeddings(causal.embed(tokens)).y
+    yc_perm = causal.forward_from_embeddings(causal.embed(tokens[perm])).y
+    assert np.abs(np.asarray(yc_perm) - np.asarray(yc)[perm]).max() > 1e-6
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    model = make_model(seed=6, pos_encoding="rope", **F64)
+    v0 = model.embed(jnp.asarray(TOKENS))
+    n = len(TOKENS)
+    scores = [
+        model.forward_from_embeddings(v0, capture=True, positions=jnp.arange(n) + shift)
+        .intermediates.attn_scores
+        for shift in (0, 37, 1000)
+    ]
+    causal = np.tril(np.ones((n, n), bool))
+    for s in scores[1:]:
+        np.testing.assert_allclose(
+            np.asarray(s)[..., causal], np.asarray(scores[0])[..., causal], atol=1e-9
+        )
+    # Directly: <R(p) q, R(p') k> is a function of p - p' only, and not constant in it.
+    rng = np.random.default_rng(0)
+    q, k = (jnp.asarray(rng.normal(size=(1, 1, 1, 16))) for _ in range(2))
+
+    def dot(pq, pk):
+        rq = apply_rope(q, jnp.array([[pq]]), 16, 10000.0)
+        rk = apply_rope(k, jnp.array([[pk]]), 16, 10000.0)
+        return float((rq * rk).sum())
+
+    assert dot(5, 2) == pytest.approx(dot(105, 102), abs=1e-10)
+    assert dot(5, 2) != pytest.approx(dot(5, 3), abs=1e-6)
+
+
+def test_alibi_slopes_match_the_published_sequence():
+    np.testing.assert_allclose(alibi_slopes(8), [2.0**-i for i in range(1, 9)], rtol=1e-15)
+    np.testing.assert_allclose(alibi_slopes(4), [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8], rtol=1e-15)
+    np.testing.assert_allclose(alibi_slopes(16), ref_alibi_slopes(16), rtol=1e-15)
+    # Not a power of two: the 8-head slopes followed by every other 16-head slope.
+    expected_12 = [2.0**-i for i in range(1, 9)] + [2.0**-0.5, 2.0**-1.5, 2.0**-2.5, 2.0**-3.5]
+    np.testing.assert_allclose(alibi_slopes(12), expected_12, rtol=1e-15)
+
+
+F32 = dict(dtype="float32", param_dtype="float32")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(pos_encoding="learned", window=3), dict(pos_encoding="alibi", n_kv_heads=1),
+     dict(pos_encoding="sinusoidal", norm_placement="sandwich", norm="rmsnorm")],
+)
+def test_cached_decoding_equals_full_forward(overrides):
+    model = make_model(seed=7, **{**F32, **overrides})
+    tokens = jnp.asarray(TOKENS)
+    full = np.asarray(model(tokens))
+    # One token at a time.
+    cache = model.init_cache(1, 16)
+    step_logits = []
+    for t in range(len(TOKENS)):
+        out, cache = model.decode(tokens[t : t + 1], cache)
+        step_logits.append(np.asarray(out.logits))
+    np.testing.assert_allclose(np.concatenate(step_logits), full, atol=1e-5, rtol=0)
+    # Chunks of uneven size, batched rows.
+    cache = model.init_cache(2, 16)
+    batch = jnp.stack([tokens, tokens])
+    parts = []
+    for lo, hi in [(0, 4), (4, 5), (5, 11)]:
+        out, cache = model.decode(batch[:, lo:hi], cache)
+        parts.append(np.asarray(out.logits))
+    np.testing.assert_allclose(np.concatenate(parts, axis=1)[1], full, atol=1e-5, rtol=0)
+    assert int(cache.length[0]) == len(TOKENS)
+
+
+def test_batched_branches_off_one_prefix_equal_full_forwards():
+    model = make_model(seed=8, **F32)
+    tokens = jnp.asarray(TOKENS)
+    _, cache = model.decode(tokens, model.init_cache(1, 16))
+    continuation = jnp.array([[7, 2], [1, 1], [0, 31], [5, 6]])
+    prefix_lengths = jnp.array([11, 3, 1, 6])
+    out = model.branch(cache, continuation, prefix_lengths)
+    for b in range(4):
+        seq = jnp.concatenate([tokens[: int(prefix_lengths[b])], continuation[b]])
+        full = np.asarray(model(seq))[-2:]
+        np.testing.assert_allclose(np.asarray(out.logits[b]), full, atol=1e-5, rtol=0)
+
+
+def test_capture_does_not_change_a_bit_and_has_the_documented_shapes():
+    model = make_model(seed=9, **F32)
+    tokens = jnp.asarray(TOKENS)
+    plain = model(tokens)
+    logits, inter = model(tokens, capture=True)
+    assert np.array_equal(np.asarray(plain), np.asarray(logits))
+    n, c = len(TOKENS), model.config
+    assert inter.resid_pre.shape == (c.n_layers, n, c.d_model)
+    assert inter.resid_mid.shape == (c.n_layers, n, c.d_model)
+    assert inter.attn_pattern.shape == (c.n_layers, c.n_heads, n, n)
+    np.testing.assert_allclose(np.asarray(inter.attn_pattern.sum(-1)), 1.0, atol=1e-6)
+    # resid_post of layer l is resid_pre of layer l + 1; v^(0) is the embedding.
+    assert np.array_equal(np.asarray(inter.resid_post[0]), np.asarray(inter.resid_pre[1]))
+    assert np.array_equal(np.asarray(inter.resid_pre[0]), np.asarray(model.embed(tokens)))
+    # Batched capture keeps the batch axis after the layer axis.
+    _, inter_b = model(jnp.stack([tokens, tokens]), capture=True)
+    assert inter_b.attn_pattern.shape == (c.n_layers, 2, c.n_heads, n, n)
+
+
+def test_start_and_stop_layer_compose_to_the_full_forward():
+    model = make_model(seed=10, n_layers=3, **F64)
+    v0 = model.embed(jnp.asarray(TOKENS))
+    full = model.forward_from_embeddings(v0)
+    mid = model.forward_from_embeddings(v0, stop_layer=2)
+    assert mid.logits is None
+    rest = model.forward_from_embeddings(mid.y, start_layer=2)
+    np.testing.assert_allclose(np.asarray(rest.logits), np.asarray(full.logits), atol=1e-12)
+    _, inter = model(jnp.asarray(TOKENS), capture=True)
+    np.testing.assert_allclose(np.asarray(mid.y), np.asarray(inter.resid_post[1]), atol=1e-12)
+
+
+def test_frozen_attention_matches_the_analytic_jacobian_with_fixed_pattern():
+    """One layer, constant norms, MLP switched off: y = (v + A (v / b1) W_VO) / b3 with A held
+    fixed, so d y_n / d v_i = (delta_ni I + sum_h A^h_ni (W_V^h W_O^h)^T / b1) / b3."""
+    b = 2.0
+    model = make_model(seed=11, n_layers=1, norm="constant", norm_beta=b, pos_encoding="rope", **F64)
+    blk = model.blocks[0]
+    blk.mlp.w_down[...] = jnp.zeros_like(blk.mlp.w_down[...])
+    v0 = model.embed(jnp.asarray(TOKENS))
+    n, m = v0.shape
+    f = lambda v, frozen: model.forward_from_embeddings(v, freeze_attention=frozen).y[-1]  # noqa
+    frozen = np.asarray(jax.jacrev(f)(v0, True))  # [m, n, m]
+    live = np.asarray(jax.jacrev(f)(v0, False))
+    _, inter = model(jnp.asarray(TOKENS), capture=True)
+    A = np.asarray(inter.attn_pattern[0])  # [h, n, n]
+    wv, wo = np.asarray(blk.attn.wv[...]), np.asarray(blk.attn.wo[...])
+    r = model.config.n_groups
+    expected = np.zeros((m, n, m))
+    for i in range(n):
+        block = np.eye(m) * (i == n - 1)
+        for h in range(model.config.n_heads):
+            w_vo = wv[:, h // r, :] @ wo[h]  # [m_in, m_out]
+            block = block + A[h, n - 1, i] * w_vo.T / b
+        expected[:, i, :] = block / b
+    np.testing.assert_allclose(frozen, expected, atol=1e-12)
+    assert np.abs(live - frozen).max() > 1e-6  # the live pattern does depend on v
+
+
+def test_freezing_attention_leaves_the_values_unchanged():
+    model = make_model(seed=12, **F32)
+    v0 = model.embed(jnp.asarray(TOKENS))
+    a = model.forward_from_embeddings(v0).logits
+    b = model.forward_from_embeddings(v0, freeze_attention=True).logits
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_same_seed_same_params_and_different_seed_different():
+    c = TransformerConfig.tiny(**F32)
+    s0 = jax.tree.leaves(nnx.state(Decoder(c, rngs=nnx.Rngs(0)), nnx.Param))
+    s0b = jax.tree.leaves(nnx.state(Decoder(c, rngs=nnx.Rngs(0)), nnx.Param))
+    s1 = jax.tree.leaves(nnx.state(Decoder(c, rngs=nnx.Rngs(1)), nnx.Param))
+    assert all(np.array_equal(a, b) for a, b in zip(s0, s0b))
+    assert not all(np.array_equal(a, b) for a, b in zip(s0, s1))
+
+
+def test_precision_controls():
+    model = make_model(seed=13, **F32)
+    tokens = jnp.asarray(TOKENS)
+    bf = with_precision(model, dtype="bfloat16", param_dtype="bfloat16")
+    logits, inter = bf(tokens, capture=True)
+    assert logits.dtype == jnp.bfloat16
+    assert inter.attn_pattern.dtype == jnp.float32  # softmax kept in float32 by default
+    low = with_precision(model, dtype="bfloat16", softmax_dtype="bfloat16")
+    assert low(tokens, capture=True)[1].attn_pattern.dtype == jnp.bfloat16
+    half = with_precision(model, dtype="float16")
+    err = np.abs(np.asarray(half(tokens), np.float64) - np.asarray(model(tokens))).max()
+    assert 0 < err < 0.05  # float16 rounds, but stays close
+    assert model.embedding[...].dtype == jnp.float32  # the original is untouched
+
+
+def test_greedy_generate_matches_argmax_of_full_forwards():
+    model = make_model(seed=14, **F32)
+    prompt = jnp.asarray(TOKENS[:5])
+    generated = np.asarray(greedy_generate(model, prompt, 8))
+    # Causality: one full forward of prompt + generated gives every step's next-token logits.
+    full = np.asarray(model(jnp.concatenate([prompt, jnp.asarray(generated)])))
+    assert generated.tolist() == np.argmax(full[4:12], axis=-1).tolist()
+
+
+def test_presets_have_the_published_sizes():
+    def params_of(config):
+        return count_params(nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0))))
+
+    assert params_of(TransformerConfig.gpt2_small()) == 124_439_808
+    assert params_of(TransformerConfig.smollm2_135m()) == 134_515_008
+    tiny = TransformerConfig.tiny()
+    assert Decoder(tiny, rngs=nnx.Rngs(0))(jnp.arange(4)).shape == (4, tiny.vocab_size)
+
+
+# ---- bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(n_heads=4, n_kv_heads=3), "not divisible by n_kv_heads"),
+        (dict(d_model=30, n_heads=4, d_head=None), "set d_head"),
+        (dict(window=0), "window must be >= 1"),
+        (dict(window=(2, 3, 4)), "window has 3 entries"),
+        (dict(pos_encoding="absolute"), "pos_encoding='absolute'"),
+        (dict(norm="batchnorm"), "norm='batchnorm'"),
+        (dict(norm_placement="middle"), "norm_placement"),
+        (dict(activation="tanh"), "activation"),
+        (dict(dtype="int8"), "dtype"),
+        (dict(n_layers=0), "n_layers must be a positive integer"),
+        (dict(rope_fraction=0.0), "rope_fraction"),
+        (dict(norm="constant", norm_beta=0.0), "norm_beta"),
+        (dict(attn_logit_softcap=-1.0), "attn_logit_softcap"),
+    ],
+)
+def test_invalid_configs_raise_clear_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        TransformerConfig.tiny(**overrides)
+
+
+def test_float64_without_x64_is_a_clear_error():
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            Decoder(TransformerConfig.tiny(dtype="float64"), rngs=nnx.Rngs(0))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = make_model(seed=15, pos_encoding="learned", max_len=16, **F32)
+    with pytest.raises(ValueError, match=r"vocab_size=32\), got values in \[0, 32\]"):
+        model(jnp.array([0, 32]))
+    with pytest.raises(ValueError, match=r"got values in \[-1"):
+        model(jnp.array([-1, 3]))
+    with pytest.raises(ValueError, match="integer ids"):
+        model(jnp.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="shape"):
+        model(jnp.zeros((1, 2, 3), jnp.int32))
+    with pytest.raises(ValueError, match="empty"):
+        model(jnp.zeros((0,), jnp.int32))
+    with pytest.raises(ValueError, match="exceeds max_len=16"):
+        model(jnp.zeros((17,), jnp.int32))
+    with pytest.raises(ValueError, match="width 5 but d_model=32"):
+        model.forward_from_embeddings(jnp.zeros((3, 5)))
+    with pytest.raises(ValueError, match="floating point"):
+        model.forward_from_embeddings(jnp.zeros((3, 32), jnp.int32))
+    with pytest.raises(ValueError, match="start_layer"):
+        model.forward_from_embeddings(jnp.zeros((3, 32)), start_layer=2, stop_layer=1)
+    cache = model.init_cache(1, 4)
+    with pytest.raises(ValueError, match="capacity 4"):
+        model.decode(jnp.arange(5), cache)
+    _, cache = model.decode(jnp.arange(3), cache)
+    with pytest.raises(ValueError, match="prefix_lengths must lie in"):
+        model.branch(cache, jnp.array([[1]]), jnp.array([4]))
+    with pytest.raises(ValueError, match="batch"):
+        model.branch(cache, jnp.array([[1], [2]]), jnp.array([1]))
+    with pytest.raises(ValueError, match="with_precision takes only"):
+        with_precision(model, n_layers=3)
+
+
+def test_randomized_helper_really_changes_norm_parameters():
+    # Guards the reference tests: ones/zeros initialisation would hide offset mistakes.
+    model = randomized(Decoder(TransformerConfig.tiny(**F32), rngs=nnx.Rngs(0)), seed=1)
+    scale = np.asarray(model.blocks[0].attn_norm.scale[...])
+    assert np.abs(scale - 1.0).max() > 0.01

@@ -1,0 +1,77 @@
+"""Gemma 2: Gemma plus sandwich norms, alternating local/global layers, soft-caps and
+query_pre_attn_scalar."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from transformer.config import TransformerConfig
+from transformer.loading import gemma, llama
+from transformer.loading.mapping import (
+    Spec,
+    check_unsupported,
+    rope_parameters,
+    windows_from_layer_types,
+)
+
+MODEL_TYPES = ("gemma2",)
+PREFIXES = llama.PREFIXES
+EMBED = llama.EMBED
+
+
+def _optional(hf: Mapping, key: str, default):
+    value = hf.get(key, default)
+    return None if value is None else float(value)
+
+
+def to_config(hf: Mapping, **precision) -> TransformerConfig:
+    """TransformerConfig of a Hugging Face Gemma2Config dict.
+
+    Without `layer_types` (configs older than transformers 4.54) even layers slide, as
+    transformers' Gemma2Config assumes.
+    """
+    where = "gemma2 config"
+    check_unsupported(hf, where, use_bidirectional_attention=(False, None))
+    size = llama.sizes(hf)
+    hf = dict(hf)
+    if hf.get("layer_types") is None:
+        hf["layer_types"] = [
+            "sliding_attention" if (i + 1) % 2 else "full_attention"
+            for i in range(size["n_layers"])
+        ]
+    hf.setdefault("sliding_window", 4096)
+    theta, factor = rope_parameters(hf)
+    bias = bool(hf.get("attention_bias", False))
+    return TransformerConfig(
+        **size,
+        pos_encoding="rope",
+        rope_theta=theta,
+        rope_linear_factor=factor,
+        norm="rmsnorm",
+        norm_placement="sandwich",
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        norm_bias=False,
+        rmsnorm_unit_offset=True,
+        activation=gemma.gemma_activation(hf, where),
+        gated=True,
+        qkv_bias=bias,
+        out_bias=bias,
+        window=windows_from_layer_types(hf, size["n_layers"], where),
+        attn_logit_softcap=_optional(hf, "attn_logit_softcapping", 50.0),
+        final_logit_softcap=_optional(hf, "final_logit_softcapping", 30.0),
+        query_scale=float(hf.get("query_pre_attn_scalar", 256)) ** -0.5,
+        embedding_scale=gemma.embedding_scale(hf),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        **precision,
+    )
+
+
+def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
+    """Gemma 2/3 names: post_attention_layernorm is the norm *after* attention."""
+    del hf
+    return llama.layer_specs(
+        config,
+        mlp_norm="pre_feedforward_layernorm",
+        attn_post_norm="post_attention_layernorm",
+        mlp_post_norm="post_feedforward_layernorm",
+    )

@@ -1,0 +1,210 @@
+"""Llama (and SmolLM2): RoPE, RMSNorm, SwiGLU, GQA; Hugging Face and GGUF layouts.
+
+The Llama-style tensor names (model.layers.N.self_attn.q_proj, mlp.gate_proj, ...) are
+shared by Qwen2 and the Gemma family, so `layer_specs` here serves them too.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from transformer.config import TransformerConfig
+from transformer.loading.mapping import (
+    Spec,
+    activation,
+    bias_to_heads,
+    check_unsupported,
+    linear_to_heads,
+    linear_to_out_heads,
+    norm_specs,
+    rope_parameters,
+    transpose,
+)
+
+MODEL_TYPES = ("llama",)
+# Where the decoder's tensors sit: causal-LM checkpoints use "model.", a bare base model "".
+PREFIXES = ("model.", "")
+EMBED = "embed_tokens.weight"
+
+
+def sizes(hf: Mapping) -> dict:
+    """The size fields every Llama-style config shares."""
+    n_heads = int(hf["num_attention_heads"])
+    return dict(
+        vocab_size=int(hf["vocab_size"]),
+        d_model=int(hf["hidden_size"]),
+        n_layers=int(hf["num_hidden_layers"]),
+        n_heads=n_heads,
+        n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
+        d_head=int(hf.get("head_dim") or hf["hidden_size"] // n_heads),
+        d_mlp=int(hf["intermediate_size"]),
+        max_len=int(hf.get("max_position_embeddings", 2048)),
+    )
+
+
+def to_config(hf: Mapping, **precision) -> TransformerConfig:
+    """TransformerConfig of a Hugging Face LlamaConfig dict.
+
+    Raises:
+        ValueError: unsupported rope scaling, activation, or other settings.
+    """
+    where = f"llama config"
+    check_unsupported(hf, where, pretraining_tp=(1, None))
+    theta, factor = rope_parameters(hf)
+    bias = bool(hf.get("attention_bias", False))
+    return TransformerConfig(
+        **sizes(hf),
+        pos_encoding="rope",
+        rope_theta=theta,
+        rope_linear_factor=factor,
+        norm="rmsnorm",
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        norm_bias=False,
+        activation=activation(hf.get("hidden_act", "silu"), where),
+        gated=True,
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        qkv_bias=bias,
+        out_bias=bias,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        **precision,
+    )
+
+
+def layer_specs(
+    config: TransformerConfig,
+    *,
+    mlp_norm: str = "post_attention_layernorm",
+    attn_post_norm: str | None = None,
+    mlp_post_norm: str | None = None,
+) -> list[Spec]:
+    """Specs of every decoder parameter for Llama-style tensor names (no prefix).
+
+    Args:
+        config: the decoder configuration.
+        mlp_norm: name of the norm before the MLP (Llama: post_attention_layernorm; Gemma 2/3
+            use that name for the norm after attention and call this one
+            pre_feedforward_layernorm).
+        attn_post_norm, mlp_post_norm: sandwich norm names (Gemma 2/3).
+    """
+    c = config
+    m, h, g, d, f, v = c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.vocab_size
+    specs = [Spec(("embedding",), (EMBED,), ((v, m),))]
+    for i in range(c.n_layers):
+        p = f"layers.{i}."
+        a = p + "self_attn."
+        t = ("blocks", i)
+        specs += [
+            Spec((*t, "attn", "wq"), (a + "q_proj.weight",), ((h * d, m),), linear_to_heads(h, d)),
+            Spec((*t, "attn", "wk"), (a + "k_proj.weight",), ((g * d, m),), linear_to_heads(g, d)),
+            Spec((*t, "attn", "wv"), (a + "v_proj.weight",), ((g * d, m),), linear_to_heads(g, d)),
+            Spec(
+                (*t, "attn", "wo"), (a + "o_proj.weight",), ((m, h * d),), linear_to_out_heads(h, d)
+            ),
+            Spec((*t, "mlp", "w_gate"), (p + "mlp.gate_proj.weight",), ((f, m),), transpose),
+            Spec((*t, "mlp", "w_up"), (p + "mlp.up_proj.weight",), ((f, m),), transpose),
+            Spec((*t, "mlp", "w_down"), (p + "mlp.down_proj.weight",), ((m, f),), transpose),
+        ]
+        if c.qkv_bias:
+            specs += [
+                Spec((*t, "attn", "bq"), (a + "q_proj.bias",), ((h * d,),), bias_to_heads(h, d)),
+                Spec((*t, "attn", "bk"), (a + "k_proj.bias",), ((g * d,),), bias_to_heads(g, d)),
+                Spec((*t, "attn", "bv"), (a + "v_proj.bias",), ((g * d,),), bias_to_heads(g, d)),
+            ]
+        if c.out_bias:
+            specs.append(Spec((*t, "attn", "bo"), (a + "o_proj.bias",), ((m,),)))
+        if c.mlp_bias:
+            specs += [
+                Spec((*t, "mlp", "b_gate"), (p + "mlp.gate_proj.bias",), ((f,),)),
+                Spec((*t, "mlp", "b_up"), (p + "mlp.up_proj.bias",), ((f,),)),
+                Spec((*t, "mlp", "b_down"), (p + "mlp.down_proj.bias",), ((m,),)),
+            ]
+        if c.qk_norm:
+            specs += norm_specs((*t, "attn", "q_norm"), a + "q_norm.weight", None, d, c)
+            specs += norm_specs((*t, "attn", "k_norm"), a + "k_norm.weight", None, d, c)
+        specs += norm_specs((*t, "attn_norm"), p + "input_layernorm.weight", None, m, c)
+        specs += norm_specs((*t, "mlp_norm"), p + mlp_norm + ".weight", None, m, c)
+        if c.norm_placement == "sandwich":
+            specs += norm_specs((*t, "attn_post_norm"), p + attn_post_norm + ".weight", None, m, c)
+            specs += norm_specs((*t, "mlp_post_norm"), p + mlp_post_norm + ".weight", None, m, c)
+    specs += norm_specs(("final_norm",), "norm.weight", None, m, c)
+    return specs
+
+
+def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
+    """Decoder parameters from a Llama checkpoint (names without the "model." prefix)."""
+    del hf
+    return layer_specs(config)
+
+
+# ---- GGUF (llama.cpp) -------------------------------------------------------------------
+
+
+def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation for its interleaved-pair rotary layout.
+
+    convert_hf_to_gguf.py stores W.reshape(h, 2, d/2, m).swapaxes(1, 2) so that each
+    rotated pair is adjacent; the Hugging Face layout rotates halves.
+
+    Args:
+        w: [h*d, m] rows as stored in the GGUF file.
+        n_heads: heads of this projection (key/value heads for k).
+    Returns:
+        [h*d, m] in the Hugging Face (rotate-half) row order.
+    """
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def permute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's q/k permutation (the inverse of `unpermute_rotary`), for writing GGUF."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """A Hugging Face Llama config dict and tensors from a GGUF file's metadata and tensors.
+
+    Args:
+        meta: GGUF key/value metadata ("llama.block_count", ...).
+        tensors: GGUF tensors already renamed to Hugging Face names and dequantised, q/k
+            still in llama.cpp's permuted row order.
+    Returns:
+        (config dict, tensors with q/k rows un-permuted).
+    """
+    arch = meta["general.architecture"]
+    n_heads = int(meta[f"{arch}.attention.head_count"])
+    n_kv = int(meta.get(f"{arch}.attention.head_count_kv", n_heads))
+    d_model = int(meta[f"{arch}.embedding_length"])
+    d_head = int(meta.get(f"{arch}.attention.key_length", d_model // n_heads))
+    rope_dims = meta.get(f"{arch}.rope.dimension_count", d_head)
+    if int(rope_dims) != d_head:
+        raise ValueError(f"GGUF: partial rotary ({rope_dims} of {d_head} dims) is not supported")
+    if meta.get(f"{arch}.rope.scaling.type", "none") not in ("none",):
+        raise ValueError(f"GGUF: unsupported rope scaling {meta[f'{arch}.rope.scaling.type']!r}")
+    vocab = meta.get(f"{arch}.vocab_size")
+    if vocab is None:
+        vocab = tensors["model.embed_tokens.weight"].shape[0]
+    hf = dict(
+        model_type="llama",
+        vocab_size=int(vocab),
+        hidden_size=d_model,
+        num_hidden_layers=int(meta[f"{arch}.block_count"]),
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv,
+        head_dim=d_head,
+        intermediate_size=int(meta[f"{arch}.feed_forward_length"]),
+        max_position_embeddings=int(meta.get(f"{arch}.context_length", 2048)),
+        rms_norm_eps=float(meta[f"{arch}.attention.layer_norm_rms_epsilon"]),
+        rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10_000.0)),
+        hidden_act="silu",
+        tie_word_embeddings="lm_head.weight" not in tensors,
+    )
+    out = dict(tensors)
+    for name, w in tensors.items():
+        if name.endswith("self_attn.q_proj.weight"):
+            out[name] = unpermute_rotary(w, n_heads)
+        elif name.endswith("self_attn.k_proj.weight"):
+            out[name] = unpermute_rotary(w, n_kv)
+    return hf, out

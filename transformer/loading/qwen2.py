@@ -1,0 +1,61 @@
+"""Qwen2: the Llama layout with q/k/v biases (no output bias) and optional sliding layers."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from transformer.config import TransformerConfig
+from transformer.loading import llama
+from transformer.loading.mapping import (
+    Spec,
+    activation,
+    rope_parameters,
+    windows_from_layer_types,
+)
+
+MODEL_TYPES = ("qwen2",)
+PREFIXES = llama.PREFIXES
+EMBED = llama.EMBED
+
+
+def to_config(hf: Mapping, **precision) -> TransformerConfig:
+    """TransformerConfig of a Hugging Face Qwen2Config dict.
+
+    Sliding layers: transformers>=5 configs list `layer_types`; older ones imply them from
+    use_sliding_window / max_window_layers (layers >= max_window_layers slide).
+    """
+    where = "qwen2 config"
+    size = llama.sizes(hf)
+    hf = dict(hf)
+    if hf.get("layer_types") is None:
+        sliding = bool(hf.get("use_sliding_window", False)) and hf.get("sliding_window")
+        top = int(hf.get("max_window_layers", 28))
+        hf["layer_types"] = [
+            "sliding_attention" if sliding and i >= top else "full_attention"
+            for i in range(size["n_layers"])
+        ]
+    elif not hf.get("use_sliding_window", False):
+        hf["sliding_window"] = None  # HF ignores sliding_window unless this is set
+    theta, factor = rope_parameters(hf)
+    return TransformerConfig(
+        **size,
+        pos_encoding="rope",
+        rope_theta=theta,
+        rope_linear_factor=factor,
+        norm="rmsnorm",
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        norm_bias=False,
+        activation=activation(hf.get("hidden_act", "silu"), where),
+        gated=True,
+        qkv_bias=True,
+        out_bias=False,
+        window=windows_from_layer_types(hf, size["n_layers"], where),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        **precision,
+    )
+
+
+def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
+    """Decoder parameters from a Qwen2 checkpoint (names without the "model." prefix)."""
+    del hf
+    return llama.layer_specs(config)

@@ -1,0 +1,534 @@
+"""Train a decoder on one synthetic task (transformer.tasks) with optax; evaluate per length.
+
+The paper's task probes (shared/PAPER.md: copying and counting, accuracy against length;
+R5, R12) need models trained on short sequences and evaluated on longer ones. Here:
+
+- AdamW with linear warm-up and cosine decay, global-norm gradient clipping, one
+  jit-compiled step on fixed shapes (right-padded batches, the loss read at the query).
+- Deterministic: parameters come from `nnx.Rngs(seed)` and the batch of step s from
+  (seed, s) alone, so equal seeds give bit-identical parameters, and stopping after N
+  steps, checkpointing, restoring and training on gives bit-identical parameters to an
+  uninterrupted run.
+- Checkpoints (transformer.checkpoint) under `out/checkpoints/step_XXXXXXXX`, each written
+  atomically; `resume=True` continues from the latest one.
+
+CLI:
+    python -m transformer.train --task copy_last --steps 500 --out runs/copy_last \
+        --min-len 4 --max-len 16 --eval-lengths 4 8 16 32 64
+writes out/metrics.json (loss curve, accuracy per length, config, seed, args), a plot
+out/accuracy.png and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from transformer.checkpoint import (
+    config_to_dict,
+    load_checkpoint,
+    read_train_args,
+    save_checkpoint,
+)
+from transformer.config import TransformerConfig
+from transformer.model import Decoder
+from transformer.tasks import VOCAB_SIZE, TaskSpec, batch_at_step, make_batch, sequence_length
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation and bookkeeping settings.
+
+    Attributes:
+        steps: total optimizer steps (the cosine schedule spans them).
+        batch_size: examples per step.
+        learning_rate: peak learning rate, reached after `warmup_steps` linear steps.
+        warmup_steps: in [0, steps).
+        min_lr_ratio: the cosine decays to learning_rate * min_lr_ratio at `steps`.
+        weight_decay: AdamW decoupled decay, on matrices only (ndim >= 2).
+        clip_norm: global gradient-norm clip.
+        b1, b2: Adam moments.
+        seed: model initialisation and data stream.
+        log_every: steps between loss read-outs (progress bar).
+        checkpoint_every: steps between checkpoints (None: only at the end of a run).
+        keep_checkpoints: how many latest checkpoints to keep.
+        eval_lengths: lengths to evaluate after training (None: min_len..max_len of the
+            task, at most 16 of them).
+        eval_examples: examples per evaluated length.
+    """
+
+    steps: int = 500
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0
+    b1: float = 0.9
+    b2: float = 0.98
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    eval_lengths: tuple[int, ...] | None = None
+    eval_examples: int = 256
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "keep_checkpoints", "eval_examples"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("warmup_steps", self.warmup_steps, 0)
+        _check_int("seed", self.seed, 0)
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be below steps={self.steps}")
+        if self.checkpoint_every is not None:
+            _check_int("checkpoint_every", self.checkpoint_every, 1)
+        for name in ("learning_rate", "clip_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if not (0.0 <= self.b1 < 1.0 and 0.0 <= self.b2 < 1.0):
+            raise ValueError(f"b1 and b2 must lie in [0, 1), got {self.b1}, {self.b2}")
+        if self.eval_lengths is not None:
+            object.__setattr__(self, "eval_lengths", tuple(self.eval_lengths))
+            if not self.eval_lengths:
+                raise ValueError("eval_lengths is empty")
+            for n in self.eval_lengths:
+                _check_int("eval length", n, 1)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if d["eval_lengths"] is not None:
+            d["eval_lengths"] = list(d["eval_lengths"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainSpec":
+        d = dict(d)
+        if d.get("eval_lengths") is not None:
+            d["eval_lengths"] = tuple(d["eval_lengths"])
+        return cls(**d)
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def make_optimizer(spec: TrainSpec) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on a warm-up + cosine schedule.
+
+    Weight decay skips vectors (norm scales, biases): decaying them towards 0 fights the
+    norms' unit initialisation for no regularisation benefit.
+    """
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=spec.learning_rate,
+        warmup_steps=spec.warmup_steps,
+        decay_steps=spec.steps,
+        end_value=spec.learning_rate * spec.min_lr_ratio,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(spec.clip_norm),
+        optax.adamw(
+            schedule,
+            b1=spec.b1,
+            b2=spec.b2,
+            weight_decay=spec.weight_decay,
+            mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
+        ),
+    )
+
+
+def _answer_logits(model: Decoder, tokens: jax.Array, query_pos: jax.Array) -> jax.Array:
+    """Logits at each row's query position: tokens [b, W], query_pos [b] -> [b, v]."""
+    logits = model(tokens)  # [b, W, v]; causal, so the right padding is never seen
+    return jnp.take_along_axis(logits, query_pos[:, None, None], axis=1)[:, 0]
+
+
+def _make_train_step(graphdef, optimizer):
+    @jax.jit
+    def step(params, rest, opt_state, tokens, query_pos, answer):
+        def loss_fn(p):
+            model = nnx.merge(graphdef, p, rest)
+            logits = _answer_logits(model, tokens, query_pos).astype(jnp.float32)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, answer).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, loss
+
+    return step
+
+
+@nnx.jit
+def _predict(model: Decoder, tokens: jax.Array, query_pos: jax.Array) -> jax.Array:
+    return jnp.argmax(_answer_logits(model, tokens, query_pos), axis=-1).astype(jnp.int32)
+
+
+def evaluate(
+    model: Decoder,
+    task: TaskSpec,
+    lengths,
+    n_examples: int = 256,
+    seed: int = 0,
+    *,
+    batch_size: int = 256,
+) -> dict[int, float]:
+    """Exact-match accuracy of the greedy answer at each length.
+
+    Every length is padded to the width of the longest one and evaluated in batches of
+    `batch_size`, so the sweep compiles once. Examples of length n come from
+    (seed, n) alone, independent of the training stream.
+
+    Args:
+        model: a causal decoder with vocab_size >= tasks.VOCAB_SIZE.
+        task: the task (its min_len / max_len are replaced by each evaluated length).
+        lengths: iterable of lengths n.
+        n_examples: examples per length.
+        seed: evaluation seed.
+        batch_size: examples per forward pass.
+    Returns:
+        {n: fraction of examples whose argmax answer is right}.
+    """
+    _check_model(model.config)
+    if isinstance(lengths, (int, np.integer)):
+        lengths = [lengths]
+    lengths = list(lengths)
+    if not lengths:
+        raise ValueError("lengths must be a non-empty iterable of ints")
+    _check_int("n_examples", n_examples, 1)
+    _check_int("batch_size", batch_size, 1)
+    _check_int("seed", seed, 0)
+    specs = {int(n): task.at_length(n) for n in lengths}  # validates every length for the task
+    width = max(sequence_length(s, n) for n, s in specs.items())
+    chunk = min(batch_size, n_examples)
+    out = {}
+    for n, spec in specs.items():
+        rng = np.random.default_rng([seed, 1, n])
+        correct = 0
+        for start in range(0, n_examples, chunk):
+            batch = make_batch(spec, rng, chunk, width=width)
+            pred = np.asarray(_predict(model, jnp.asarray(batch.tokens), jnp.asarray(batch.query_pos)))
+            take = min(chunk, n_examples - start)
+            correct += int(np.sum(pred[:take] == batch.answer[:take]))
+        out[n] = correct / n_examples
+    return out
+
+
+def _check_model(config: TransformerConfig) -> None:
+    if config.vocab_size < VOCAB_SIZE:
+        raise ValueError(
+            f"config.vocab_size={config.vocab_size} is below the task vocabulary {VOCAB_SIZE}"
+        )
+    if not config.causal:
+        raise ValueError(
+            "training and evaluation read the answer at the query of right-padded batches, "
+            "which needs causal=True (padding would leak into a bidirectional model)"
+        )
+
+
+def default_eval_lengths(task: TaskSpec) -> tuple[int, ...]:
+    """The training range, thinned to at most 16 lengths."""
+    return tuple(int(n) for n in np.unique(np.linspace(task.min_len, task.max_len, 16).round()))
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    root = out / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint under out/checkpoints, or None."""
+    found = _checkpoints(Path(out))
+    return found[-1] if found else None
+
+
+def train(
+    config: TransformerConfig,
+    task: TaskSpec,
+    spec: TrainSpec,
+    *,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    stop_at: int | None = None,
+) -> tuple[Decoder, dict]:
+    """Train a decoder on `task` and evaluate its accuracy per length.
+
+    Args:
+        config: model configuration (causal, vocab_size >= tasks.VOCAB_SIZE).
+        task: the task and its training length range.
+        spec: optimisation settings.
+        out: directory for checkpoints (out/checkpoints/step_XXXXXXXX); None: none written.
+        progress: show a tqdm progress bar.
+        resume: continue from the latest checkpoint under `out` (which must have been
+            written with the same config, task and spec); start afresh when there is none.
+        stop_at: stop (and checkpoint, when `out` is set) after this many steps, with the
+            schedule still spanning `spec.steps`, so a later resumed run is identical to an
+            uninterrupted one.
+    Returns:
+        (model, metrics) with metrics keys: "loss" (per step from 0), "accuracy"
+        ({length: accuracy}), "step" (steps done), "seed", "config", "task", "train",
+        "final_loss", "wall_time_s".
+    """
+    _check_model(config)
+    if not isinstance(task, TaskSpec):
+        raise ValueError(f"task must be a TaskSpec, got {type(task).__name__}")
+    end = spec.steps if stop_at is None else stop_at
+    _check_int("stop_at", end, 0)
+    if end > spec.steps:
+        raise ValueError(f"stop_at={stop_at} exceeds steps={spec.steps}")
+    if resume and out is None:
+        raise ValueError("resume=True needs an out directory")
+    eval_lengths = spec.eval_lengths or default_eval_lengths(task)
+    for n in eval_lengths:
+        task.at_length(n)  # fail before training, not after
+    train_args = {"task": dataclasses.asdict(task), "train": spec.to_dict()}
+
+    optimizer = make_optimizer(spec)
+    start, losses = 0, []
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        saved = read_train_args(ckpt)
+        if saved != train_args:
+            raise ValueError(f"cannot resume from {ckpt}: its task/train arguments differ")
+        model, opt_state, start, meta = load_checkpoint(ckpt, optimizer)
+        if config_to_dict(model.config) != config_to_dict(config):
+            raise ValueError(f"cannot resume from {ckpt}: its model config differs")
+        if start > end:
+            raise ValueError(f"checkpoint {ckpt} is at step {start}, beyond the requested {end}")
+        losses = list(meta.get("loss", []))[:start]
+    else:
+        model = Decoder(config, rngs=nnx.Rngs(spec.seed))
+        opt_state = None
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if opt_state is None:
+        opt_state = optimizer.init(params)
+    train_step = _make_train_step(graphdef, optimizer)
+
+    pending: list[jax.Array] = []  # losses not yet read back (reading syncs the device)
+
+    def flush() -> None:
+        losses.extend(float(x) for x in pending)
+        pending.clear()
+
+    def checkpoint(step: int) -> None:
+        if out is None:
+            return
+        flush()
+        nnx.update(model, params)
+        meta = {"seed": spec.seed, "data": {"seed": spec.seed, "next_step": step}, "loss": losses}
+        target = Path(out) / CHECKPOINT_DIR / f"step_{step:08d}"
+        save_checkpoint(target, model, opt_state, step, meta=meta, train_args=train_args,
+                        overwrite=True)
+        for old in _checkpoints(Path(out))[: -spec.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=end, initial=start, disable=not progress, desc=task.task, leave=False)
+    for step in range(start, end):
+        batch = batch_at_step(task, spec.seed, step, spec.batch_size)
+        params, opt_state, loss = train_step(
+            params, rest, opt_state, jnp.asarray(batch.tokens), jnp.asarray(batch.query_pos),
+            jnp.asarray(batch.answer),
+        )
+        pending.append(loss)
+        done = step + 1
+        if done % spec.log_every == 0 or done == end:
+            flush()
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.update(1)
+        if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < end:
+            checkpoint(done)
+    bar.close()
+    nnx.update(model, params)
+    if end > start or ckpt is None:
+        checkpoint(end)
+
+    accuracy = evaluate(model, task, eval_lengths, spec.eval_examples, spec.seed)
+    metrics = {
+        "task": dataclasses.asdict(task),
+        "train": spec.to_dict(),
+        "config": config_to_dict(config),
+        "seed": spec.seed,
+        "step": end,
+        "loss": losses,
+        "final_loss": losses[-1] if losses else None,
+        "accuracy": accuracy,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    return model, metrics
+
+
+# ---- reporting ---------------------------------------------------------------------------------
+
+
+def plot_accuracy(metrics: dict, path: str | os.PathLike) -> Path:
+    """PNG of accuracy against length, the training range shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = {int(k): v for k, v in metrics["accuracy"].items()}
+    lengths = sorted(acc)
+    task = metrics["task"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.axvspan(task["min_len"], task["max_len"], color="0.9", label="training lengths")
+    ax.plot(lengths, [acc[n] for n in lengths], "o-", label="exact match")
+    ax.set_xlabel("length n (elements)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    extras = []
+    if task.get("sep_every"):
+        extras.append(f"sep every {task['sep_every']}")
+    if task.get("pattern", "constant") != "constant":
+        extras.append(task["pattern"])
+    suffix = f" ({', '.join(extras)})" if extras else ""
+    ax.set_title(f"{task['task']}{suffix}, seed {metrics['seed']}, {metrics['step']} steps")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _json_metrics(metrics: dict) -> dict:
+    out = dict(metrics)
+    out["accuracy"] = {str(k): v for k, v in metrics["accuracy"].items()}
+    return out
+
+
+def _parse_lengths(values: list[str]) -> tuple[int, ...]:
+    """Ints and inclusive ranges 'a:b' or 'a:b:step'."""
+    out: list[int] = []
+    for v in values:
+        parts = v.split(":")
+        try:
+            if len(parts) == 1:
+                out.append(int(v))
+            elif len(parts) in (2, 3):
+                a, b = int(parts[0]), int(parts[1])
+                step = int(parts[2]) if len(parts) == 3 else 1
+                out.extend(range(a, b + 1, step))
+            else:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"cannot read length {v!r}: use N, A:B or A:B:STEP") from None
+    return tuple(out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m transformer.train",
+        description="Train a small decoder on a copying/counting task and plot accuracy "
+        "against length (Barbero et al. 2024, task probes).",
+    )
+    p.add_argument("--task", required=True)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--min-len", type=int, default=4)
+    p.add_argument("--max-len", type=int, default=16)
+    p.add_argument("--sep-every", type=int, default=None)
+    p.add_argument("--pattern", default="constant")
+    p.add_argument("--p-one", type=float, default=0.7)
+    p.add_argument("--eval-lengths", nargs="+", default=None, help="N, A:B or A:B:STEP")
+    p.add_argument("--eval-examples", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
+    p.add_argument("--stop-at", type=int, default=None, help="stop early (resumable)")
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--n-layers", type=int, default=2)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--d-mlp", type=int, default=None)
+    p.add_argument("--pos-encoding", default="rope")
+    p.add_argument("--norm", default="layernorm")
+    p.add_argument("--window", type=int, default=None)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """CLI entry point; returns the metrics it wrote."""
+    args = build_parser().parse_args(argv)
+    task = TaskSpec(
+        task=args.task, min_len=args.min_len, max_len=args.max_len, sep_every=args.sep_every,
+        pattern=args.pattern, p_one=args.p_one,
+    )
+    eval_lengths = _parse_lengths(args.eval_lengths) if args.eval_lengths else None
+    spec = TrainSpec(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+        warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
+        weight_decay=args.weight_decay, clip_norm=args.clip, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, eval_lengths=eval_lengths,
+        eval_examples=args.eval_examples,
+    )
+    longest = max((eval_lengths or ()) + (task.max_len,))
+    config = TransformerConfig(
+        vocab_size=VOCAB_SIZE, d_model=args.d_model, n_layers=args.n_layers,
+        n_heads=args.n_heads, d_mlp=args.d_mlp, pos_encoding=args.pos_encoding, norm=args.norm,
+        window=args.window, dtype=args.dtype, param_dtype=args.dtype,
+        max_len=max(2048, sequence_length(task, longest)),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _, metrics = train(
+        config, task, spec, out=out, progress=not args.no_progress, resume=args.resume,
+        stop_at=args.stop_at,
+    )
+    metrics["args"] = vars(args)
+    (out / "metrics.json").write_text(json.dumps(_json_metrics(metrics), indent=2) + "\n")
+    plot_accuracy(metrics, out / "accuracy.png")
+    acc = metrics["accuracy"]
+    inside = [v for n, v in acc.items() if task.min_len <= n <= task.max_len]
+    beyond = {n: v for n, v in acc.items() if n > task.max_len}
+    final = metrics["final_loss"]
+    print(f"{task.task}: {metrics['step']} steps, seed {spec.seed}, final loss "
+          f"{'n/a' if final is None else f'{final:.4f}'}, "
+          f"{metrics['wall_time_s']:.1f} s")
+    if inside:
+        print(f"  accuracy at training lengths {task.min_len}-{task.max_len}: "
+              f"mean {np.mean(inside):.3f}")
+    if beyond:
+        print("  beyond: " + ", ".join(f"n={n}: {v:.3f}" for n, v in sorted(beyond.items())))
+    print(f"  wrote {out / 'metrics.json'} and {out / 'accuracy.png'}")
+    return metrics
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
