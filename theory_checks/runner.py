@@ -1,0 +1,83 @@
+"""Run a selection of checks in one profile and collect their results."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import jax
+
+from theory_checks.context import Profile, RunContext, device_description
+from theory_checks.result import CheckResult
+
+# Result id -> module in theory_checks.checks exposing `run(profile, ctx) -> CheckResult`.
+CHECKS = {
+    "R1": "r01_last_weight",
+    "R2": "r02_total_variation",
+    "R3": "r03_alternating",
+    "R4": "r04_collapse",
+    "R5": "r05_counting_collapse",
+    "R6": "r06_precision",
+    "R7": "r07_path_bound",
+    "R8": "r08_deep_limit",
+    "R9": "r09_spectra",
+    "R10": "r10_no_positions",
+    "R11": "r11_u_shape",
+    "R12": "r12_mitigations",
+}
+
+
+def parse_only(only: str | None) -> list[str]:
+    """'R4,R7' -> ['R4', 'R7'] (validated, in paper order); None -> every id."""
+    if not only:
+        return list(CHECKS)
+    wanted = [part.strip().upper() for part in only.split(",") if part.strip()]
+    unknown = [w for w in wanted if w not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown check id(s) {unknown}; known: {', '.join(CHECKS)}")
+    return [cid for cid in CHECKS if cid in wanted]
+
+
+def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
+    """Run one check with full-precision matmuls, stamping device and runtime."""
+    module = importlib.import_module(f"theory_checks.checks.{CHECKS[cid]}")
+    start = time.perf_counter()
+    # Whatever the backend's default (TPU/H100 run float32 matmuls as bf16/TF32 passes),
+    # the checks compare against float32/float64 numbers: full precision everywhere.
+    with jax.default_matmul_precision("highest"):
+        result = module.run(profile, ctx)
+    runtime = time.perf_counter() - start
+    if result.id != cid:
+        raise RuntimeError(f"check module {module.__name__} returned id {result.id}, not {cid}")
+    import dataclasses
+
+    return dataclasses.replace(result, device=device_description(), runtime_s=runtime)
+
+
+def run_checks(
+    ids: list[str],
+    profile: Profile,
+    figure_dir: Path,
+    *,
+    seed: int = 0,
+    dtype: str | None = None,
+    reduced: bool = False,
+    progress: bool = True,
+) -> list[CheckResult]:
+    ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced)
+    results = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), unit="check", desc="theory checks")
+    for cid in ids:
+        if bar is not None:
+            bar.set_postfix_str(cid)
+        results.append(run_check(cid, profile, ctx))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results
