@@ -68,7 +68,8 @@ def test_answers_and_layout_recomputed_from_tokens(task, pattern, k):
         assert b.mask[r].sum() == sequence_length(spec, n)
         # Separators after every k-th element, then '+' for sums; nothing else.
         for i, g in enumerate(gaps):
-            want = ([SEP] if k and (i + 1) % k == 0 else []) + ([PLUS] if task == "sum_ones" else [])
+            want = [SEP] if k and (i + 1) % k == 0 else []
+            want += [PLUS] if task == "sum_ones" else []
             assert g == want, (i, g, want)
         assert query == (EQUALS if task == "sum_ones" else QUERY)
         filler = [1] if pattern == "constant" else [1, 0]

@@ -97,7 +97,9 @@ def unflatten_named(template, arrays: dict[str, np.ndarray], what: str):
     missing = sorted(set(names) - set(arrays))
     extra = sorted(set(arrays) - set(names))
     if missing or extra:
-        raise ValueError(f"{what}: checkpoint does not match; missing {missing}, unexpected {extra}")
+        raise ValueError(
+            f"{what}: checkpoint does not match; missing {missing}, unexpected {extra}"
+        )
     new = []
     for name, leaf in zip(names, leaves):
         arr = arrays[name]

@@ -91,7 +91,9 @@ class TaskSpec:
         if self.pattern not in PATTERNS:
             raise ValueError(f"pattern={self.pattern!r} is not one of {', '.join(PATTERNS)}")
         if self.task == "count_bernoulli" and self.pattern != "constant":
-            raise ValueError("count_bernoulli draws its digits at random: pattern must be 'constant'")
+            raise ValueError(
+                "count_bernoulli draws its digits at random: pattern must be 'constant'"
+            )
         shortest = 2 if self.task in _COPY_TASKS else 1
         _check_int("min_len", self.min_len, shortest)
         _check_int("max_len", self.max_len, shortest)

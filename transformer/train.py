@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -163,7 +164,19 @@ def _answer_logits(model: Decoder, tokens: jax.Array, query_pos: jax.Array) -> j
     return jnp.take_along_axis(logits, query_pos[:, None, None], axis=1)[:, 0]
 
 
-def _make_train_step(graphdef, optimizer):
+def _optimizer_fields(spec: TrainSpec) -> tuple:
+    """The TrainSpec fields `make_optimizer` reads (the key of the compiled-step cache)."""
+    names = ("steps", "learning_rate", "warmup_steps", "min_lr_ratio", "weight_decay",
+             "clip_norm", "b1", "b2")
+    return tuple((n, getattr(spec, n)) for n in names)
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(graphdef, optimizer_fields: tuple):
+    """One compiled step per (model structure, optimizer settings), reused across `train`
+    calls (a resumed run and repeated seeds do not recompile)."""
+    optimizer = make_optimizer(TrainSpec(**dict(optimizer_fields)))
+
     @jax.jit
     def step(params, rest, opt_state, tokens, query_pos, answer):
         def loss_fn(p):
@@ -196,8 +209,9 @@ def evaluate(
     """Exact-match accuracy of the greedy answer at each length.
 
     Every length is padded to the width of the longest one and evaluated in batches of
-    `batch_size`, so the sweep compiles once. Examples of length n come from
-    (seed, n) alone, independent of the training stream.
+    `batch_size`, so the sweep compiles once. Examples of length n are drawn, batch after
+    batch, from `np.random.default_rng([seed, 1, n])` (training uses [seed, 0, step]), so
+    they depend on (seed, n, batch_size) alone.
 
     Args:
         model: a causal decoder with vocab_size >= tasks.VOCAB_SIZE.
@@ -210,6 +224,8 @@ def evaluate(
         {n: fraction of examples whose argmax answer is right}.
     """
     _check_model(model.config)
+    if not isinstance(task, TaskSpec):
+        raise ValueError(f"task must be a TaskSpec, got {type(task).__name__}")
     if isinstance(lengths, (int, np.integer)):
         lengths = [lengths]
     lengths = list(lengths)
@@ -227,7 +243,8 @@ def evaluate(
         correct = 0
         for start in range(0, n_examples, chunk):
             batch = make_batch(spec, rng, chunk, width=width)
-            pred = np.asarray(_predict(model, jnp.asarray(batch.tokens), jnp.asarray(batch.query_pos)))
+            tokens, query_pos = jnp.asarray(batch.tokens), jnp.asarray(batch.query_pos)
+            pred = np.asarray(_predict(model, tokens, query_pos))
             take = min(chunk, n_examples - start)
             correct += int(np.sum(pred[:take] == batch.answer[:take]))
         out[n] = correct / n_examples
@@ -326,7 +343,7 @@ def train(
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     if opt_state is None:
         opt_state = optimizer.init(params)
-    train_step = _make_train_step(graphdef, optimizer)
+    train_step = _train_step(graphdef, _optimizer_fields(spec))
 
     pending: list[jax.Array] = []  # losses not yet read back (reading syncs the device)
 
