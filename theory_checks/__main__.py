@@ -14,7 +14,7 @@ jax.config.update("jax_enable_x64", True)
 
 from theory_checks import report  # noqa: E402
 from theory_checks.context import PROFILES, Profile, device_description  # noqa: E402
-from theory_checks.runner import CHECKS, parse_only, run_checks  # noqa: E402
+from theory_checks.runner import checks_for, parse_only, run_checks  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,18 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
+    profile = Profile(args.profile)
     if args.list:
         import importlib
 
-        for cid, name in CHECKS.items():
+        for cid, name in checks_for(profile).items():
             module = importlib.import_module(f"theory_checks.checks.{name}")
             print(f"{cid:4s} {module.PAPER_REF:28s} {module.TITLE}")
         return 0
     try:
-        ids = parse_only(args.only)
+        ids = parse_only(args.only, profile)
     except ValueError as err:
         parser.error(str(err))
-    profile = Profile(args.profile)
     out = Path(args.out)
     start = time.perf_counter()
     with report.staging_folder(out) as stage:

@@ -12,6 +12,7 @@ from theory_checks.context import Profile, RunContext, device_description
 from theory_checks.result import CheckResult
 
 # Result id -> module in theory_checks.checks exposing `run(profile, ctx) -> CheckResult`.
+# The `quick` and `paper` profiles run these (at different sizes).
 CHECKS = {
     "R1": "r01_last_weight",
     "R2": "r02_total_variation",
@@ -28,20 +29,31 @@ CHECKS = {
 }
 
 
-def parse_only(only: str | None) -> list[str]:
+# Profiles with experiments of their own (trained toy models, real LLMs) map the result
+# ids they speak to onto their own modules.
+PROFILE_CHECKS: dict[str, dict[str, str]] = {"quick": CHECKS, "paper": CHECKS}
+
+
+def checks_for(profile: Profile) -> dict[str, str]:
+    """Result id -> check module name for one profile."""
+    return PROFILE_CHECKS[profile.name]
+
+
+def parse_only(only: str | None, profile: Profile | None = None) -> list[str]:
     """'R4,R7' -> ['R4', 'R7'] (validated, in paper order); None -> every id."""
+    available = checks_for(profile or Profile())
     if not only:
-        return list(CHECKS)
+        return list(available)
     wanted = [part.strip().upper() for part in only.split(",") if part.strip()]
-    unknown = [w for w in wanted if w not in CHECKS]
+    unknown = [w for w in wanted if w not in available]
     if unknown:
-        raise ValueError(f"unknown check id(s) {unknown}; known: {', '.join(CHECKS)}")
-    return [cid for cid in CHECKS if cid in wanted]
+        raise ValueError(f"unknown check id(s) {unknown}; known: {', '.join(available)}")
+    return [cid for cid in available if cid in wanted]
 
 
 def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     """Run one check with full-precision matmuls, stamping device and runtime."""
-    module = importlib.import_module(f"theory_checks.checks.{CHECKS[cid]}")
+    module = importlib.import_module(f"theory_checks.checks.{checks_for(profile)[cid]}")
     start = time.perf_counter()
     # Whatever the backend's default (TPU/H100 run float32 matmuls as bf16/TF32 passes),
     # the checks compare against float32/float64 numbers: full precision everywhere.
