@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from analysis.jacobian import states_at_layer
+from analysis.jacobian import kernel_pair, pick_kernel, states_at_layer
 from transformer.layers import ACTIVATION_FNS
 
 BOUND_NORMS = ("spectral", "fro", "l1", "linf")
@@ -53,6 +53,7 @@ def _grid_max(derivative) -> float:
     return float(np.abs(derivative(x)).max()) + 1e-8
 
 
+@functools.lru_cache(maxsize=None)
 def activation_lipschitz(activation: str) -> float:
     """sup_x |act'(x)|: the Lipschitz constant of an elementwise activation.
 
@@ -153,60 +154,86 @@ def head_constants(attn, norm: str) -> jax.Array:
     return matrix_norm(wvo, norm)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "op_norm", "local"))
-def _bound_kernel(graphdef, state, v0, *, op_norm, local):
-    model = nnx.merge(graphdef, state)
+def _capture_layers(model, v0):
+    """Run the layers once, keeping what the factors are evaluated at.
+
+    Returns (per-layer list of (block, pattern [h, n, n], inputs dict), v^(L) [1, n, m]).
+    The inputs dict names the input of every norm and of the MLP, per placement.
+    """
     n = v0.shape[0]
     positions = jnp.arange(n, dtype=jnp.int32)[None]
     v = v0[None]  # [1, n, m]
-    ones = jnp.ones((n,), v0.dtype)
-    factors = []
+    layers = []
     for block in model.blocks:
         if block.placement == "pre":
             a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
             z = v + a
-            left, post, right = ones, ones, _norm_factor(block.attn_norm, v, op_norm)
             h_in = block.mlp_norm(z)
             v_next = z + block.mlp(h_in)
-            diag = 1.0 + _norm_factor(block.mlp_norm, z, op_norm) * _mlp_factor(
-                block.mlp, h_in, op_norm, local
-            )
+            seen = dict(attn_norm=v, mlp_norm=z, mlp=h_in)
         elif block.placement == "post":
             a, _, _, _, pattern = block.attn(v, positions)
             s = v + a
             z = block.attn_norm(s)
-            left, post, right = _norm_factor(block.attn_norm, s, op_norm), ones, ones
             t = z + block.mlp(z)
             v_next = block.mlp_norm(t)
-            diag = _norm_factor(block.mlp_norm, t, op_norm) * (
-                1.0 + _mlp_factor(block.mlp, z, op_norm, local)
-            )
+            seen = dict(attn_norm=s, mlp_norm=t, mlp=z)
         else:  # sandwich
             a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
             z = v + block.attn_post_norm(a)
-            left = ones
-            post = _norm_factor(block.attn_post_norm, a, op_norm)
-            right = _norm_factor(block.attn_norm, v, op_norm)
             h_in = block.mlp_norm(z)
             o = block.mlp(h_in)
             v_next = z + block.mlp_post_norm(o)
-            diag = 1.0 + (
-                _norm_factor(block.mlp_post_norm, o, op_norm)
-                * _mlp_factor(block.mlp, h_in, op_norm, local)
-                * _norm_factor(block.mlp_norm, z, op_norm)
-            )
-        heads = head_constants(block.attn, op_norm).astype(v0.dtype)  # [h]
-        mixed = jnp.einsum("h,hqk->qk", heads, pattern[0].astype(v0.dtype))  # [n, n]
-        factors.append((left, post, right, mixed, diag))
+            seen = dict(attn_norm=v, attn_post_norm=a, mlp_norm=z, mlp=h_in, mlp_post_norm=o)
+        layers.append((block, pattern[0], seen))
         v = v_next
-    final = _norm_factor(model.final_norm, v[:, -1:], op_norm)[0]
-    y_last = model.final_norm(v)[0, -1] if model.final_norm is not None else v[0, -1]
-    # Row n of the product, built right to left from the output: r <- r D^(l) A^(l).
-    row = jnp.zeros((n,), v0.dtype).at[-1].set(final)
+    return layers, v
+
+
+def _bound_row(model, layers, v_last, op_norm: str, local: bool):
+    """Row n of c_3 D^(L-1) A^(L-1) ... D^(0) A^(0) (see the module docstring): [n]."""
+    n = v_last.shape[1]
+    dtype = v_last.dtype
+    ones = jnp.ones((n,), dtype)
+    factors = []
+    for block, pattern, seen in layers:
+        nf = {
+            name: _norm_factor(getattr(block, name), x, op_norm)
+            for name, x in seen.items()
+            if name != "mlp"
+        }
+        lip = _mlp_factor(block.mlp, seen["mlp"], op_norm, local)
+        if block.placement == "pre":
+            left, post, right = ones, ones, nf["attn_norm"]
+            diag = 1.0 + nf["mlp_norm"] * lip
+        elif block.placement == "post":
+            left, post, right = nf["attn_norm"], ones, ones
+            diag = nf["mlp_norm"] * (1.0 + lip)
+        else:  # sandwich
+            left, post, right = ones, nf["attn_post_norm"], nf["attn_norm"]
+            diag = 1.0 + nf["mlp_post_norm"] * lip * nf["mlp_norm"]
+        heads = head_constants(block.attn, op_norm).astype(dtype)  # [h]
+        mixed = jnp.einsum("h,hqk->qk", heads, pattern.astype(dtype))  # [n, n] = S
+        factors.append((left, post, right, mixed, diag))
+    final = _norm_factor(model.final_norm, v_last[:, -1:], op_norm)[0]
+    # Row n of the product, built from the output back: row <- row D^(l) A^(l).
+    row = jnp.zeros((n,), dtype).at[-1].set(final)
     for left, post, right, mixed, diag in reversed(factors):
         row = row * diag * left
         row = row + right * ((row * post) @ mixed)
-    return row, y_last
+    return row
+
+
+def _bound_kernel(graphdef, state, v0, *, op_norms, local):
+    """Bound rows for each operator norm in op_norms, and y_n (to check the replay)."""
+    model = nnx.merge(graphdef, state)
+    layers, v_last = _capture_layers(model, v0)
+    y_last = model.final_norm(v_last)[0, -1] if model.final_norm is not None else v_last[0, -1]
+    rows = tuple(_bound_row(model, layers, v_last, op, local) for op in op_norms)
+    return rows, y_last
+
+
+_BOUND = kernel_pair(_bound_kernel, ("graphdef", "op_norms", "local"))
 
 
 def _needs_local(model) -> list[str]:
@@ -222,6 +249,50 @@ def _needs_local(model) -> list[str]:
             "bound (it grows to max|scale| / sqrt(eps) as the variance vanishes)"
         )
     return reasons
+
+
+def path_bounds(
+    model,
+    inputs,
+    *,
+    norms: tuple[str, ...] = ("spectral",),
+    constants: str = "auto",
+    freeze_attention: bool = True,
+) -> dict[str, jax.Array]:
+    """`path_bound` for several norms at once (one forward replay, one compilation).
+
+    Returns:
+        {norm: [n] bounds} for each requested norm.
+    """
+    norms = tuple(norms)
+    if not norms:
+        raise ValueError("norms is empty")
+    for norm in norms:
+        if norm not in BOUND_NORMS:
+            raise ValueError(f"norm={norm!r} is not one of {', '.join(map(repr, BOUND_NORMS))}")
+    if constants not in CONSTANTS:
+        raise ValueError(f"constants={constants!r} is not one of {', '.join(map(repr, CONSTANTS))}")
+    if freeze_attention is not True:
+        raise ValueError(
+            "path_bound bounds the frozen-attention Jacobian only (Theorem 5.1's assumption); "
+            "pass freeze_attention=True"
+        )
+    reasons = _needs_local(model)
+    if constants == "global" and reasons:
+        raise NotImplementedError(
+            "no global bound for this model: " + "; ".join(reasons)
+            + ". Use constants='local' for a bound at this input's captured states."
+        )
+    local = constants == "local" or (constants == "auto" and bool(reasons))
+    v0 = states_at_layer(model, inputs, 0)
+    op_norms = tuple(dict.fromkeys("spectral" if nm == "fro" else nm for nm in norms))
+    graphdef, state = nnx.split(model)
+    kernel = pick_kernel(_BOUND, model, v0.shape[0])
+    rows, _ = kernel(graphdef, state, v0, op_norms=op_norms, local=local)
+    by_op = dict(zip(op_norms, rows))
+    # ||J||_F <= sqrt(rank J) ||J||_2 <= sqrt(d_model) ||J||_2.
+    root_d = math.sqrt(model.config.d_model)
+    return {nm: by_op["spectral"] * root_d if nm == "fro" else by_op[nm] for nm in norms}
 
 
 def path_bound(
@@ -251,29 +322,9 @@ def path_bound(
     Returns:
         [n] bounds, entry i for d y_n / d v_i^(0).
     """
-    if norm not in BOUND_NORMS:
-        raise ValueError(f"norm={norm!r} is not one of {', '.join(map(repr, BOUND_NORMS))}")
-    if constants not in CONSTANTS:
-        raise ValueError(f"constants={constants!r} is not one of {', '.join(map(repr, CONSTANTS))}")
-    if freeze_attention is not True:
-        raise ValueError(
-            "path_bound bounds the frozen-attention Jacobian only (Theorem 5.1's assumption); "
-            "pass freeze_attention=True"
-        )
-    reasons = _needs_local(model)
-    if constants == "global" and reasons:
-        raise NotImplementedError(
-            "no global bound for this model: " + "; ".join(reasons)
-            + ". Use constants='local' for a bound at this input's captured states."
-        )
-    local = constants == "local" or (constants == "auto" and bool(reasons))
-    v0 = states_at_layer(model, inputs, 0)
-    op_norm = "spectral" if norm == "fro" else norm
-    graphdef, state = nnx.split(model)
-    row, _ = _bound_kernel(graphdef, state, v0, op_norm=op_norm, local=local)
-    if norm == "fro":
-        row = row * math.sqrt(model.config.d_model)
-    return row
+    return path_bounds(
+        model, inputs, norms=(norm,), constants=constants, freeze_attention=freeze_attention
+    )[norm]
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

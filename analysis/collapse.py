@@ -225,7 +225,7 @@ class PairFamily:
         return full, ends_a, tokens, np.zeros(len(lengths), int), ends_b - ends_a
 
 
-# ---- measuring pairs ------------------------------------------------------------------
+# ---- compiled steps (each traced once per model, dtype and shape) ---------------------
 
 
 def _levels(resid_post: jax.Array, y: jax.Array) -> jax.Array:
@@ -233,8 +233,51 @@ def _levels(resid_post: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.concatenate([resid_post, y[None]], axis=0)
 
 
+def _host64(x: jax.Array) -> np.ndarray:
+    # bfloat16 -> float32 is exact; NumPy then widens exactly to float64.
+    if x.dtype in (jnp.bfloat16, jnp.float16):
+        x = x.astype(jnp.float32)
+    return np.asarray(x, dtype=np.float64)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _prefill(graphdef, state, tokens, capacity: int):
+    """Cache of one prefix: tokens [1, S] -> KVCache of `capacity` slots."""
+    _TRACE_COUNTS["prefill"] += 1
+    model = nnx.merge(graphdef, state)
+    _, cache = model.decode(tokens, model.init_cache(1, capacity))
+    return cache
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _branch_states(graphdef, state, cache, tokens, prefix_lengths, ia, ib):
+    """tokens [B, t] off prefix_lengths [B] -> states at continuation indices ia, ib [B]:
+    two arrays [L + 1, B, m]."""
+    _TRACE_COUNTS["branch"] += 1
+    model = nnx.merge(graphdef, state)
+    out = model.branch(cache, tokens, prefix_lengths, capture=True)
+    levels = _levels(out.intermediates.resid_post, out.y)  # [L + 1, B, t, m]
+    rows = jnp.arange(tokens.shape[0])
+    return levels[:, rows, ia], levels[:, rows, ib]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward_states(graphdef, state, tokens, last):
+    """Full forwards of tokens [b, P] (no cache) -> states at positions last [b]:
+    [L + 1, b, m]."""
+    _TRACE_COUNTS["forward"] += 1
+    model = nnx.merge(graphdef, state)
+    _, inter = model(tokens, capture=True)
+    levels = _levels(inter.resid_post, inter.y)  # [L + 1, b, P, m]
+    return levels[:, jnp.arange(tokens.shape[0]), last]
+
+
+# ---- measuring pairs ------------------------------------------------------------------
+
+
 def last_token_states(model: Decoder, seq) -> np.ndarray:
-    """Last-token states of one sequence at every level (one full forward, no cache).
+    """Last-token states of one sequence at every level (one full forward, no cache;
+    compiled once per sequence length).
 
     Args:
         model: the decoder; seq: [n] token ids.
@@ -244,8 +287,12 @@ def last_token_states(model: Decoder, seq) -> np.ndarray:
     ids = _check_ids("seq", seq)
     if not ids:
         raise ValueError("seq is empty")
-    _, inter = model(jnp.asarray(ids, jnp.int32), capture=True)
-    return _host64(_levels(inter.resid_post[:, -1], inter.y[-1]))
+    if max(ids) >= model.config.vocab_size:
+        raise ValueError(f"token id {max(ids)} is outside the vocabulary")
+    graphdef, state = nnx.split(model)
+    tokens, last = jnp.asarray([ids], jnp.int32), jnp.asarray([len(ids) - 1])
+    out = _forward_states(graphdef, state, tokens, last)
+    return _host64(out)[:, 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -348,34 +395,6 @@ def _precision_kwargs(dtype: str, softmax_dtype: str | None) -> dict:
     return dict(dtype=dtype, param_dtype=dtype, softmax_dtype=acc)
 
 
-def _host64(x: jax.Array) -> np.ndarray:
-    # bfloat16 -> float32 is exact; NumPy then widens exactly to float64.
-    if x.dtype in (jnp.bfloat16, jnp.float16):
-        x = x.astype(jnp.float32)
-    return np.asarray(x, dtype=np.float64)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _prefill(graphdef, state, tokens, capacity: int):
-    """Cache of one prefix: tokens [1, S] -> KVCache of `capacity` slots."""
-    _TRACE_COUNTS["prefill"] += 1
-    model = nnx.merge(graphdef, state)
-    _, cache = model.decode(tokens, model.init_cache(1, capacity))
-    return cache
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _branch_states(graphdef, state, cache, tokens, prefix_lengths, ia, ib):
-    """tokens [B, t] off prefix_lengths [B] -> states at continuation indices ia, ib [B]:
-    two arrays [L + 1, B, m]."""
-    _TRACE_COUNTS["branch"] += 1
-    model = nnx.merge(graphdef, state)
-    out = model.branch(cache, tokens, prefix_lengths, capture=True)
-    levels = _levels(out.intermediates.resid_post, out.y)  # [L + 1, B, t, m]
-    rows = jnp.arange(tokens.shape[0])
-    return levels[:, rows, ia], levels[:, rows, ib]
-
-
 def collapse_sweep(
     model: Decoder,
     family: PairFamily,
@@ -471,20 +490,45 @@ def collapse_sweep_slow(
     *,
     softmax_dtype: str | None = None,
 ) -> CollapseSweep:
-    """Reference for `collapse_sweep`: two separate full forwards per n (no cache, no jit).
+    """Reference for `collapse_sweep`: a separate full forward of s_n and of s*_n for every
+    n (no cache, no branching).
 
-    Same arguments and result as `collapse_sweep`; also works for bidirectional models.
+    For a causal model every sequence is right-padded to one length (future positions are
+    invisible), so one compilation serves all n; a bidirectional model is run at each exact
+    length (one compilation per length). Same arguments and result as `collapse_sweep`.
     """
     lengths, dtypes = _check_sweep_args(model, family, lengths, dtypes, softmax_dtype)
+    pairs = [family.pair(n) for n in lengths]
+    longest = max(len(b) for _, b in pairs)
+    causal = model.config.causal
+    width = -(-longest // _CAPACITY_QUANTUM) * _CAPACITY_QUANTUM
+    if model.config.pos_encoding == "learned":
+        if longest > model.config.max_len:
+            raise ValueError(f"sequences reach length {longest} > max_len={model.config.max_len}")
+        width = min(width, model.config.max_len)
     states, states_star = [], []
     for dtype in dtypes:
         m = with_precision(model, **_precision_kwargs(dtype, softmax_dtype))
-        pairs = [family.pair(n) for n in lengths]
-        states.append(np.stack([last_token_states(m, s) for s, _ in pairs]))
-        states_star.append(np.stack([last_token_states(m, s) for _, s in pairs]))
+        graphdef, state = nnx.split(m)
+        got_a, got_b = [], []
+        for a, b in pairs:
+            if causal:
+                rows = [r + [family.repeat_id] * (width - len(r)) for r in (a, b)]
+                tokens, last = jnp.asarray(rows, jnp.int32), jnp.asarray([len(a) - 1, len(b) - 1])
+                out = _host64(_forward_states(graphdef, state, tokens, last))  # [L + 1, 2, m]
+                got_a.append(out[:, 0])
+                got_b.append(out[:, 1])
+            else:
+                for seq, got in ((a, got_a), (b, got_b)):
+                    out = _forward_states(
+                        graphdef, state, jnp.asarray([seq], jnp.int32), jnp.asarray([len(seq) - 1])
+                    )
+                    got.append(_host64(out)[:, 0])
+        states.append(np.stack(got_a))
+        states_star.append(np.stack(got_b))
     return CollapseSweep(
         lengths=lengths,
-        seq_lengths=tuple(len(family.pair(n)[0]) for n in lengths),
+        seq_lengths=tuple(len(a) for a, _ in pairs),
         dtypes=dtypes,
         states=np.stack(states),
         states_star=np.stack(states_star),

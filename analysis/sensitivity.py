@@ -7,8 +7,6 @@ paths; the U-shape (R11) is a statement about its profile over i.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -17,8 +15,11 @@ from analysis.jacobian import (
     _auto_chunk,
     _check_chunk,
     _even_chunk,
+    batched_map,
+    kernel_pair,
     last_state,
     last_token_jacobian,
+    pick_kernel,
     states_at_layer,
 )
 
@@ -82,7 +83,6 @@ def sensitivity_profile(
     return block_norms(jac, norm)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "freeze_attention", "chunk"))
 def _layer_map_kernel(graphdef, state, v0, *, freeze_attention, chunk):
     model = nnx.merge(graphdef, state)
     n_layers = model.config.n_layers
@@ -97,7 +97,10 @@ def _layer_map_kernel(graphdef, state, v0, *, freeze_attention, chunk):
 
     y, vjp = jax.vjp(f, deltas)
     eye = jnp.eye(y.shape[0], dtype=y.dtype)
-    return jax.lax.map(lambda u: vjp(u)[0], eye, batch_size=chunk)  # [d_out, L+1, n, m]
+    return batched_map(lambda u: vjp(u)[0], eye, chunk)  # [d_out, L+1, n, m]
+
+
+_LAYER_MAP = kernel_pair(_layer_map_kernel, ("graphdef", "freeze_attention", "chunk"))
 
 
 def layer_position_map(
@@ -132,16 +135,13 @@ def layer_position_map(
     n = v0.shape[0]
     chunk = chunk_size or _auto_chunk(model, n, c.n_layers + 1, c.d_model)
     graphdef, state = nnx.split(model)
-    jac = _layer_map_kernel(
+    jac = pick_kernel(_LAYER_MAP, model, n)(
         graphdef, state, v0, freeze_attention=bool(freeze_attention),
         chunk=min(chunk, c.d_model),
     )
     return jnp.stack([block_norms(jac[:, layer], norm) for layer in range(c.n_layers + 1)])
 
 
-@functools.partial(
-    jax.jit, static_argnames=("graphdef", "wrt_layer", "freeze_attention", "chunk")
-)
 def _probe_kernel(graphdef, state, v, probes, *, wrt_layer, freeze_attention, chunk):
     model = nnx.merge(graphdef, state)
 
@@ -157,7 +157,10 @@ def _probe_kernel(graphdef, state, v, probes, *, wrt_layer, freeze_attention, ch
         g = vjp(u)[0]  # [n, d_in] = u^T J_i for every i
         return jnp.sum(g * g, axis=-1)  # [n]
 
-    return jax.lax.map(sq_norms, probes, batch_size=chunk)  # [k, n]
+    return batched_map(sq_norms, probes, chunk)  # [k, n]
+
+
+_PROBES = kernel_pair(_probe_kernel, ("graphdef", "wrt_layer", "freeze_attention", "chunk"))
 
 
 def estimate_sensitivity(
@@ -198,7 +201,7 @@ def estimate_sensitivity(
     chunk = chunk_size or _auto_chunk(model, v.shape[0], c.n_layers - wrt_layer, n_probes)
     chunk = _even_chunk(min(chunk, n_probes), n_probes)
     graphdef, state = nnx.split(model)
-    samples = _probe_kernel(
+    samples = pick_kernel(_PROBES, model, v.shape[0])(
         graphdef, state, v, probes, wrt_layer=wrt_layer,
         freeze_attention=bool(freeze_attention), chunk=chunk,
     )

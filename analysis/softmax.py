@@ -24,19 +24,14 @@ ALTERNATING_TV = 2.0 * (math.e - 1.0) / (math.e + 1.0)
 
 
 def _as_float_vector(name: str, x, *, ndim: int | None = 1) -> np.ndarray:
-    arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        # ml_dtypes (bfloat16) arrays have a non-numpy kind but convert cleanly.
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{name} must be a real array, got dtype {arr.dtype}") from err
-    arr = arr.astype(np.float64)
+    try:
+        # Also takes JAX arrays and ml_dtypes (bfloat16) arrays: the cast is exact.
+        arr = np.asarray(x).astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a real array") from err
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    if arr.size == 0 or arr.shape[-1] == 0:
+    if arr.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} has non-finite entries")

@@ -156,7 +156,9 @@ class Decoder(nnx.Module):
         if tokens.shape[-1] == 0:
             raise ValueError("tokens is empty: need at least one position")
         if _is_concrete(tokens) and tokens.size:
-            lo, hi = int(tokens.min()), int(tokens.max())
+            # NumPy on the concrete values: jnp reductions would be staged out under jit.
+            host = np.asarray(tokens)
+            lo, hi = int(host.min()), int(host.max())
             if lo < 0 or hi >= self.config.vocab_size:
                 raise ValueError(
                     f"token ids must lie in [0, vocab_size={self.config.vocab_size}), "
@@ -166,7 +168,7 @@ class Decoder(nnx.Module):
 
     def _check_positions(self, positions: jax.Array) -> None:
         if self.config.pos_encoding == "learned" and _is_concrete(positions) and positions.size:
-            top = int(positions.max())
+            top = int(np.asarray(positions).max())
             if top >= self.config.max_len:
                 raise ValueError(
                     f"position {top} is beyond max_len={self.config.max_len} of the learned "
