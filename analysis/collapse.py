@@ -201,6 +201,20 @@ class PairFamily:
             return repeated_last_pair(self.base(n))
         return self.base(n), self.base(n + 1)
 
+    @property
+    def filler_id(self) -> int:
+        """A token for cache slots and padding that no query can see."""
+        return self.repeat_id
+
+    def token_ids(self) -> list[int]:
+        """Every id the family uses (checked against the vocabulary)."""
+        ids = [self.repeat_id, *self.prompt_ids, *self.tail_ids]
+        return ids + ([] if self.sep_id is None else [self.sep_id])
+
+    def seq_length(self, n: int) -> int:
+        """len(s_n)."""
+        return self.run_length(n) + len(self.tail_ids)
+
     def _branch_plan(self, lengths: Sequence[int]):
         """Cached prefix, and per n: branch point, continuation [t], indices of s_n / s*_n."""
         n_max = max(lengths)
@@ -270,6 +284,55 @@ def _forward_states(graphdef, state, tokens, last):
     _, inter = model(tokens, capture=True)
     levels = _levels(inter.resid_post, inter.y)  # [L + 1, b, P, m]
     return levels[:, jnp.arange(tokens.shape[0]), last]
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceFamily:
+    """R4's pairs over one fixed sequence: s_n = seq[:n] and s*_n = seq[:n] + [seq[n-1]]
+    (the same prefix with its last token repeated), for n = 1..len(seq).
+
+    With `seq` of random tokens this is the paper's [x, v_a] vs [x, v_a, v_a] with a fresh
+    x at every n; the sweep prefills seq once and branches [seq[n-1], seq[n-1]] off every
+    prefix length n - 1.
+    """
+
+    sequence: tuple[int, ...]
+
+    def __post_init__(self):
+        seq = tuple(_check_ids("sequence", self.sequence))
+        if not seq:
+            raise ValueError("sequence is empty")
+        object.__setattr__(self, "sequence", seq)
+
+    min_n = 1
+
+    @property
+    def filler_id(self) -> int:
+        return self.sequence[0]
+
+    def token_ids(self) -> list[int]:
+        return list(self.sequence)
+
+    def seq_length(self, n: int) -> int:
+        return n
+
+    def pair(self, n: int) -> tuple[list[int], list[int]]:
+        """(s_n, s*_n)."""
+        n = _check_count("n", n, 1)
+        if n > len(self.sequence):
+            raise ValueError(f"n={n} exceeds the sequence length {len(self.sequence)}")
+        return repeated_last_pair(list(self.sequence[:n]))
+
+    def _branch_plan(self, lengths: Sequence[int]):
+        n_max = max(lengths)
+        if n_max > len(self.sequence):
+            raise ValueError(f"length {n_max} exceeds the sequence length {len(self.sequence)}")
+        seq = np.asarray(self.sequence)
+        points = np.asarray(lengths) - 1
+        last = seq[np.asarray(lengths) - 1]
+        tokens = np.stack([last, last], axis=1)  # [N, 2]
+        zeros = np.zeros(len(lengths), int)
+        return list(self.sequence[: n_max - 1]), points, tokens, zeros, zeros + 1
 
 
 # ---- measuring pairs ------------------------------------------------------------------
@@ -361,8 +424,10 @@ def _norm(x: np.ndarray, norm: str) -> np.ndarray:
 def _check_sweep_args(model, family, lengths, dtypes, softmax_dtype):
     if not isinstance(model, Decoder):
         raise ValueError(f"model must be a transformer.Decoder, got {type(model).__name__}")
-    if not isinstance(family, PairFamily):
-        raise ValueError(f"family must be a PairFamily, got {type(family).__name__}")
+    if not isinstance(family, (PairFamily, SequenceFamily)):
+        raise ValueError(
+            f"family must be a PairFamily or SequenceFamily, got {type(family).__name__}"
+        )
     lengths = tuple(_check_count("lengths entry", n, family.min_n) for n in lengths)
     if not lengths:
         raise ValueError("lengths is empty")
@@ -377,8 +442,7 @@ def _check_sweep_args(model, family, lengths, dtypes, softmax_dtype):
     if softmax_dtype is not None and softmax_dtype not in DTYPES:
         raise ValueError(f"softmax_dtype {softmax_dtype!r} is not one of {DTYPES}")
     vocab = model.config.vocab_size
-    ids = [family.repeat_id, *family.prompt_ids, *family.tail_ids]
-    ids += [] if family.sep_id is None else [family.sep_id]
+    ids = family.token_ids()
     if max(ids) >= vocab:
         raise ValueError(f"token id {max(ids)} is outside the vocabulary of {vocab}")
     return lengths, dtypes
@@ -446,10 +510,10 @@ def collapse_sweep(
 
     # Round the cache up so sweeps of nearby lengths (and other families) reuse the same
     # compiled prefill and branch; the filler slots are never visible (prefix_lengths).
-    capacity = -(-len(prefix) // _CAPACITY_QUANTUM) * _CAPACITY_QUANTUM
+    capacity = max(1, -(-len(prefix) // _CAPACITY_QUANTUM)) * _CAPACITY_QUANTUM
     if c.pos_encoding == "learned":
         capacity = min(capacity, c.max_len)
-    filled = np.asarray(prefix + [family.repeat_id] * (capacity - len(prefix)), np.int32)
+    filled = np.asarray(prefix + [family.filler_id] * (capacity - len(prefix)), np.int32)
 
     per_dtype_a, per_dtype_b = [], []
     for dtype in dtypes:
@@ -475,7 +539,7 @@ def collapse_sweep(
         per_dtype_b.append(np.concatenate(outs_b, axis=1)[:, :n].swapaxes(0, 1))
     return CollapseSweep(
         lengths=lengths,
-        seq_lengths=tuple(family.run_length(k) + len(family.tail_ids) for k in lengths),
+        seq_lengths=tuple(family.seq_length(k) for k in lengths),
         dtypes=dtypes,
         states=np.stack(per_dtype_a),
         states_star=np.stack(per_dtype_b),
@@ -513,7 +577,7 @@ def collapse_sweep_slow(
         got_a, got_b = [], []
         for a, b in pairs:
             if causal:
-                rows = [r + [family.repeat_id] * (width - len(r)) for r in (a, b)]
+                rows = [r + [family.filler_id] * (width - len(r)) for r in (a, b)]
                 tokens, last = jnp.asarray(rows, jnp.int32), jnp.asarray([len(a) - 1, len(b) - 1])
                 out = _host64(_forward_states(graphdef, state, tokens, last))  # [L + 1, 2, m]
                 got_a.append(out[:, 0])
@@ -670,7 +734,9 @@ def collapse_lengths(
         threshold = u * scale
         predicted = None
         if fit.slope < 0 and threshold > 0:
-            predicted = float(math.exp((math.log(threshold) - fit.log_c) / fit.slope))
+            exponent = (math.log(threshold) - fit.log_c) / fit.slope
+            # A nearly flat decay predicts no collapse at any representable length.
+            predicted = float(math.exp(exponent)) if exponent < 700 else math.inf
         per_dtype[dtype] = CollapseLength(
             dtype=dtype,
             lengths=lengths,

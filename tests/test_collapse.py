@@ -205,3 +205,17 @@ def test_bit_identical_pairs_only_in_low_precision(counting_sweep):
     print(f"R5: bit-identical bfloat16 pairs at n = {np.asarray(LENGTHS)[same_b].tolist()}")
     assert same_b.any()
     assert not same_f.any()
+
+
+def test_sequence_family_fast_equals_slow_and_is_the_repeated_last_pair(model):
+    rng = np.random.default_rng(0)
+    family = col.SequenceFamily(tuple(int(t) for t in rng.integers(0, CONFIG.vocab_size, 60)))
+    assert family.pair(5) == (list(family.sequence[:5]), list(family.sequence[:5]) + [family.sequence[4]])
+    lengths = (1, 2, 7, 30, 59, 60)
+    fast = col.collapse_sweep(model, family, lengths, ("float64",), chunk_size=CHUNK)
+    slow = col.collapse_sweep_slow(model, family, lengths, ("float64",))
+    np.testing.assert_allclose(fast.states, slow.states, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(fast.states_star, slow.states_star, atol=1e-12, rtol=0)
+    assert fast.seq_lengths == lengths
+    with pytest.raises(ValueError, match="exceeds the sequence length"):
+        col.collapse_sweep(model, family, (61,), ("float64",))

@@ -3,6 +3,7 @@
 from transformer.config import TransformerConfig
 from transformer.generate import greedy_generate
 from transformer.layers import alibi_slopes, apply_rope, sinusoidal_encoding
+from transformer.loading import load_pretrained
 from transformer.model import (
     Decoder,
     ForwardResult,
@@ -22,6 +23,7 @@ __all__ = [
     "apply_rope",
     "count_params",
     "greedy_generate",
+    "load_pretrained",
     "sinusoidal_encoding",
     "with_precision",
 ]

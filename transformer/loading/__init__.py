@@ -17,7 +17,7 @@ import dataclasses
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -69,8 +69,7 @@ def model_from_tensors(
         )
     if model_type not in ARCHITECTURES:
         raise ValueError(
-            f"unknown or unsupported model_type {model_type!r} (supported: "
-            f"{sorted(ARCHITECTURES)})"
+            f"unknown or unsupported model_type {model_type!r} (supported: {sorted(ARCHITECTURES)})"
         )
     module = ARCHITECTURES[model_type]
     config = module.to_config(hf_config, **precision)
@@ -86,10 +85,10 @@ def model_from_tensors(
             head, embed = tensors[LM_HEAD], tensors[prefix + module.EMBED]
             if head.shape != embed.shape or not np.array_equal(head, embed):
                 raise ValueError(
-                    f"config ties the embeddings but {LM_HEAD} differs from "
-                    f"{prefix + module.EMBED}"
+                    f"config ties the embeddings but {LM_HEAD} differs from {prefix + module.EMBED}"
                 )
-            ignore = (lambda base: lambda name: name == LM_HEAD or base(name))(ignore)
+            buffers = ignore
+            ignore = lambda name: name == LM_HEAD or buffers(name)  # noqa: E731
     else:
         # The head lives outside the prefix ("lm_head.weight", not "model.lm_head.weight").
         specs.append(

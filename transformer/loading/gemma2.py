@@ -3,7 +3,7 @@ query_pre_attn_scalar."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from transformer.config import TransformerConfig
 from transformer.loading import gemma, llama

@@ -4,7 +4,7 @@ linear RoPE scaling on global layers, and a 5-local : 1-global layer pattern."""
 from __future__ import annotations
 
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 from transformer.config import TransformerConfig
 from transformer.loading import gemma, gemma2, llama

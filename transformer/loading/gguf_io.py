@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -149,7 +149,8 @@ def gguf_tokenizer(meta: Mapping):
 
         bos = tokens[int(meta["tokenizer.ggml.bos_token_id"])]
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B",
             special_tokens=[(bos, int(meta["tokenizer.ggml.bos_token_id"]))],
         )
     return tok

@@ -6,7 +6,7 @@ c_attn fuses q, k and v along its output axis.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from transformer.config import TransformerConfig
 from transformer.loading.mapping import Spec, activation, check_unsupported, norm_specs
@@ -24,9 +24,7 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
             activation.
     """
     where = "gpt2 config"
-    check_unsupported(
-        hf, where, scale_attn_by_inverse_layer_idx=False, add_cross_attention=False
-    )
+    check_unsupported(hf, where, scale_attn_by_inverse_layer_idx=False, add_cross_attention=False)
     m, h = int(hf["n_embd"]), int(hf["n_head"])
     return TransformerConfig(
         vocab_size=int(hf["vocab_size"]),
@@ -77,7 +75,9 @@ def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
             specs.append(Spec((*t, "attn", bn), (b,), ((3 * h * d,),), _qkv_bias(part, h, d)))
         specs += [
             Spec(
-                (*t, "attn", "wo"), (p + "attn.c_proj.weight",), ((h * d, m),),
+                (*t, "attn", "wo"),
+                (p + "attn.c_proj.weight",),
+                ((h * d, m),),
                 lambda w, h=h, d=d: w.reshape(h, d, w.shape[1]),
             ),
             Spec((*t, "attn", "bo"), (p + "attn.c_proj.bias",), ((m,),)),

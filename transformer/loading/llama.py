@@ -6,7 +6,7 @@ shared by Qwen2 and the Gemma family, so `layer_specs` here serves them too.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
     Raises:
         ValueError: unsupported rope scaling, activation, or other settings.
     """
-    where = f"llama config"
+    where = "llama config"
     check_unsupported(hf, where, pretraining_tp=(1, None))
     theta, factor = rope_parameters(hf)
     bias = bool(hf.get("attention_bias", False))

@@ -10,7 +10,7 @@ ever half-loaded.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -77,8 +77,7 @@ def rope_parameters(hf: Mapping, layer_type: str | None = None, default_theta=10
     if kind == "linear":
         return theta, float(params["factor"])
     raise ValueError(
-        f"unsupported rope scaling {kind!r} ({params}); only 'default' and 'linear' are "
-        "implemented"
+        f"unsupported rope scaling {kind!r} ({params}); only 'default' and 'linear' are implemented"
     )
 
 
@@ -105,7 +104,9 @@ def windows_from_layer_types(hf: Mapping, n_layers: int, where: str):
     """
     layer_types = hf["layer_types"]
     if len(layer_types) != n_layers:
-        raise ValueError(f"{where}: layer_types has {len(layer_types)} entries, expected {n_layers}")
+        raise ValueError(
+            f"{where}: layer_types has {len(layer_types)} entries, expected {n_layers}"
+        )
     windows = []
     for kind in layer_types:
         if kind == "full_attention":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+import itertools
 
 _DTYPES = {
     "F64": np.dtype(np.float64),
@@ -93,7 +94,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape
             )
     spans.sort()
-    for (b0, e0, n0), (b1, _, n1) in zip(spans, spans[1:]):
+    for (b0, e0, n0), (b1, _, n1) in itertools.pairwise(spans):
         if b1 < e0:
             raise ValueError(f"{path}: tensors {n0!r} and {n1!r} overlap")
     return out
@@ -145,7 +146,9 @@ def read_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.nda
             raise ValueError(f"{path}: shard {name} listed in the index is missing")
         for key, array in read_safetensors(shard).items():
             if key in tensors:
-                raise ValueError(f"{path}: tensor {key!r} is stored in both {origin[key]} and {name}")
+                raise ValueError(
+                    f"{path}: tensor {key!r} is stored in both {origin[key]} and {name}"
+                )
             tensors[key], origin[key] = array, name
     if weight_map is not None:
         for key, name in weight_map.items():
