@@ -55,6 +55,24 @@ def test_r3_is_a_boundary_at_the_analytic_value(ctx):
     assert r.measured["tv_at_n_max"] == pytest.approx(2 * (math.e - 1) / (math.e + 1), abs=1e-12)
 
 
+def test_r4_collapse_inside_the_theorem_and_none_for_ape(ctx):
+    r = _check("R4", ctx)
+    m = r.measured
+    assert r.verdict == "pass"
+    assert m["slope_none"] <= -0.5 and m["slope_rope"] < 0
+    assert m["ape_shows_no_collapse"]
+    # Independent: the NoPE pair at one length, measured by two plain forwards.
+    import jax.numpy as jnp
+
+    from theory_checks.checks.r04_collapse import _distances
+
+    d, model = _distances("none", 0, 64, [10])
+    seq = np.random.default_rng(0).integers(0, 64, 64)
+    y = model(jnp.asarray(seq[:10]), capture=True)[1].y[-1]
+    y_star = model(jnp.asarray(np.append(seq[:10], seq[9])), capture=True)[1].y[-1]
+    assert d[0] == pytest.approx(float(jnp.abs(y - y_star).sum()), rel=1e-9)
+
+
 def test_r5_collapsed_pairs_give_identical_answers(ctx):
     r = _check("R5", ctx)
     assert r.verdict == "pass"
@@ -113,6 +131,14 @@ def test_r11_u_shape(ctx):
     assert r.verdict == "pass"
     for first, last in r.measured["rope_end_ratios(first,last)"]:
         assert first > 1 and last > 1
+
+
+def test_r12_mitigations(ctx):
+    r = _check("R12", ctx)
+    m = r.measured
+    assert r.verdict == "pass"
+    assert m["separator_distance_ratio_at_n_max"] > 1
+    assert m["window_slope_far"] > -0.2 and m["window_distance_median_ratio_far"] > 1
 
 
 # ---- breaking things on purpose makes the relevant check fail ------------------------

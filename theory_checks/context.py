@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax
 
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "paper", "trained")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,12 @@ CHECKS = {
 
 # Profiles with experiments of their own (trained toy models, real LLMs) map the result
 # ids they speak to onto their own modules.
-PROFILE_CHECKS: dict[str, dict[str, str]] = {"quick": CHECKS, "paper": CHECKS}
+PROFILE_CHECKS: dict[str, dict[str, str]] = {
+    "quick": CHECKS,
+    "paper": CHECKS,
+    # Small decoders trained on the paper's task probes (theory_checks/trained.py).
+    "trained": {"R5": "trained_counting", "R11": "trained_copy", "R12": "trained_mitigations"},
+}
 
 
 def checks_for(profile: Profile) -> dict[str, str]:

@@ -20,7 +20,7 @@ FORMATS = ("float16", "bfloat16")
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
     n_max = 1024 if ctx.reduced else profile.pick(quick=2048, paper=16384)
-    step = 32 if ctx.reduced else 16
+    step = 16
     lengths = list(range(1, n_max + 1, step))
     model = random_model(ctx.seed, n_layers=2, pos_encoding="none", norm="layernorm",
                          max_len=n_max + 16, dtype="float32", param_dtype="float32")

@@ -22,7 +22,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     n = profile.pick(quick=24, paper=128)
     seeds = tuple(ctx.seed + s for s in range(profile.pick(quick=3, paper=10)))
     worst_mismatch = worst_ones = 0.0
-    largest_ok = simple_ok = in_unit_interval = products_ok = True
+    largest_ok = simple_ok = in_unit_interval = products_ok = triangular = True
     matrices = 0
     for seed in seeds:
         model = random_model(seed, std=0.3, n_layers=3, pos_encoding="alibi", **F64)
@@ -31,8 +31,11 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         patterns = np.asarray(inter.attn_pattern, np.float64)  # [L, h, n, n]
         for layer_patterns in patterns:
             for lam in layer_patterns:
-                s = spectrum_check(lam)
                 matrices += 1
+                if not is_lower_triangular(lam):
+                    triangular = False  # a causal pattern must be; the lemmas do not apply
+                    continue
+                s = spectrum_check(lam)
                 worst_mismatch = max(worst_mismatch, s.max_mismatch)
                 worst_ones = max(worst_ones, s.ones_residual)
                 largest_ok &= abs(s.largest - 1.0) <= 1e-12
@@ -42,18 +45,19 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         for head in range(patterns.shape[1]):
             prod = ordered_product(patterns[:, head])
             products_ok &= is_row_stochastic(prod, atol=1e-12) and is_lower_triangular(prod)
-    ok = (worst_mismatch <= 1e-10 and worst_ones <= 1e-12 and largest_ok and simple_ok
-          and in_unit_interval and products_ok)
+    ok = (triangular and worst_mismatch <= 1e-10 and worst_ones <= 1e-12 and largest_ok
+          and simple_ok and in_unit_interval and products_ok)
     return CheckResult(
         id=ID, title=TITLE, paper_ref=PAPER_REF,
         claim="A lower-triangular row-stochastic matrix has its diagonal as eigenvalues, all in "
         "[0, 1], largest 1 with the all-ones eigenvector, simple when every row but the first "
         "has >= 2 non-zeros; products of such matrices are again triangular row-stochastic.",
-        criterion="on every captured attention matrix: |diagonal - LAPACK eigenvalues| <= 1e-10, "
+        criterion="every captured attention matrix lower-triangular, and on each: |diagonal - LAPACK eigenvalues| <= 1e-10, "
         "||Lambda 1 - 1||_inf <= 1e-12, largest eigenvalue 1, eigenvalue 1 simple, eigenvalues in "
         "[0, 1]; every per-head product over layers triangular and row-stochastic (1e-12).",
         measured={
-            "matrices_checked": matrices, "max_eig_mismatch": worst_mismatch,
+            "matrices_checked": matrices, "all_lower_triangular": bool(triangular),
+            "max_eig_mismatch": worst_mismatch,
             "max_ones_residual": worst_ones, "largest_is_one": bool(largest_ok),
             "one_is_simple": bool(simple_ok), "eigs_in_unit_interval": bool(in_unit_interval),
             "products_triangular_row_stochastic": bool(products_ok),
