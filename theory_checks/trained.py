@@ -83,7 +83,7 @@ class Recipe:
 def recipe(name: str, *, seed: int = 0, reduced: bool = False) -> Recipe:
     """The recipe `name` (one of `RECIPES`); `reduced` shrinks it for the test suite.
 
-    Reduced: d_model 32, lengths up to 8 (copy) / 12 (count), 60 / 150 steps of 16 (the
+    Reduced: d_model 32, lengths up to 8 (copy) / 12 (count), 60 / 100 steps of 16 (the
     tests need well-formed results and consistent verdicts, not good models).
     """
     if name not in _RECIPES:
@@ -94,7 +94,7 @@ def recipe(name: str, *, seed: int = 0, reduced: bool = False) -> Recipe:
     d_model, batch = 64, 64
     if reduced:
         d_model, batch = 32, 16
-        steps = 60 if task.task.startswith("copy") else 150
+        steps = 60 if task.task.startswith("copy") else 100
         task = task.replace(max_len=8 if task.task.startswith("copy") else 12)
     config = TransformerConfig(
         vocab_size=VOCAB_SIZE, d_model=d_model, n_layers=2, n_heads=4, pos_encoding="rope",

@@ -22,7 +22,7 @@ MIN_TRAIN_ACC = 0.9
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
     rec = recipe("count_ones", seed=ctx.seed, reduced=ctx.reduced)
     model, info = trained_model(rec)
-    n_max = 40 if ctx.reduced else 256
+    n_max = 30 if ctx.reduced else 256
     lengths = list(range(1, n_max + 2))  # pairs (n, n + 1) for n = 1..n_max
     qs = query_states(model, rec.task, lengths, FORMATS)
     report = collapse_lengths(qs.counting_sweep(), norm="linf", level=-1, reference="float64")
@@ -78,7 +78,11 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ]
     if not bf16_collapses:
         notes.append(f"No bit-identical bfloat16 pair up to n = {n_max}: the predicted "
-                     "low-precision collapse did not occur within the sweep.")
+                     "low-precision collapse did not occur within the sweep, so Corollary B.10 "
+                     "was not put to the test (it is not contradicted either). The trained "
+                     f"counter keeps the pair far apart: float64 decay slope {report.fit.slope:.2f}, "
+                     "extrapolated bfloat16 collapse at n ~ "
+                     f"{col['bfloat16'].predicted_length or float('inf'):.3g}.")
     if not learned:
         notes.append(f"The model did not learn to count in range (accuracy {train_acc:.2f}).")
     return CheckResult(

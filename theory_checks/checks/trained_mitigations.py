@@ -25,7 +25,7 @@ def receptive_start(n_layers: int, window: int) -> int:
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
-    n_max = 40 if ctx.reduced else 256
+    n_max = 30 if ctx.reduced else 256
     lengths = list(range(1, n_max + 2))
     n = np.arange(1, n_max + 1)  # pair index: (n, n + 1)
     rel, correct, col, recs, info = {}, {}, {}, {}, {}
