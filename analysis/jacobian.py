@@ -66,7 +66,9 @@ def _prefix_kernel(graphdef, state, tokens, *, stop_layer):
     v0 = model.embed(tokens)
     if stop_layer == 0:
         return v0
-    return model.forward_from_embeddings(v0, stop_layer=stop_layer).y
+    # The captured residual, not `.y`: at stop_layer = n_layers `.y` is final-normed.
+    out = model.forward_from_embeddings(v0, stop_layer=stop_layer, capture=True)
+    return out.intermediates.resid_post[-1]
 
 
 _PREFIX = kernel_pair(_prefix_kernel, ("graphdef", "stop_layer"))
