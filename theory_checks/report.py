@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from theory_checks.result import CheckResult, dumps
+from theory_checks.result import CheckResult, dumps, to_jsonable
 
 FIGURE_DIR = "figures"
 
@@ -52,7 +52,7 @@ def markdown(results: list[CheckResult], meta: dict) -> str:
         out += [f"**Claim.** {r.claim}", "", f"**Setup.** {r.setup}", ""]
         out += [f"**Criterion.** {r.criterion}", "", f"**Verdict: {r.verdict}**", ""]
         out += ["| quantity | value |", "|---|---|"]
-        out += [f"| {k} | {_format_value(v)} |" for k, v in r.measured.items()]
+        out += [f"| {k} | {_format_value(v)} |" for k, v in to_jsonable(r.measured).items()]
         out.append("")
         if r.notes:
             out += [f"**Notes.** {r.notes}", ""]
