@@ -185,10 +185,18 @@ def test_batched_branches_off_one_prefix_equal_full_forwards():
     continuation = jnp.array([[7, 2], [1, 1], [0, 31], [5, 6]])
     prefix_lengths = jnp.array([11, 3, 1, 6])
     out = model.branch(cache, continuation, prefix_lengths)
+    # Reference: one batched full forward of each branch's whole sequence, right-padded
+    # (causality: padding after a position cannot change it).
+    rows = []
     for b in range(4):
-        seq = jnp.concatenate([tokens[: int(prefix_lengths[b])], continuation[b]])
-        full = np.asarray(model(seq))[-2:]
-        np.testing.assert_allclose(np.asarray(out.logits[b]), full, atol=1e-5, rtol=0)
+        seq = np.concatenate([TOKENS[: int(prefix_lengths[b])], np.asarray(continuation[b])])
+        rows.append(np.pad(seq, (0, 13 - len(seq))))
+    full = np.asarray(model(jnp.asarray(np.stack(rows))))
+    for b in range(4):
+        p = int(prefix_lengths[b])
+        np.testing.assert_allclose(
+            np.asarray(out.logits[b]), full[b, p : p + 2], atol=1e-5, rtol=0
+        )
 
 
 def test_capture_does_not_change_a_bit_and_has_the_documented_shapes():
