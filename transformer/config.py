@@ -8,7 +8,6 @@ expressed by setting these switches, never by branching on a model name.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
