@@ -467,6 +467,7 @@ def collapse_sweep(
     *,
     softmax_dtype: str | None = None,
     chunk_size: int = 64,
+    mesh=None,
 ) -> CollapseSweep:
     """R4/R6: last-token states of (s_n, s*_n) for every n, in every format, fast.
 
@@ -483,11 +484,24 @@ def collapse_sweep(
         softmax_dtype: None keeps softmax and norm statistics in each format (the plain
             low-precision model); e.g. "float32" keeps them at least float32.
         chunk_size: branches per compiled call.
+        mesh: optional one-axis `jax.sharding.Mesh` (`analysis.sharding.device_mesh`):
+            each chunk's branches are split over its devices, the cache replicated;
+            chunk_size is rounded up to a multiple of the number of devices.
     Returns:
         `CollapseSweep`.
     """
     lengths, dtypes = _check_sweep_args(model, family, lengths, dtypes, softmax_dtype)
     chunk_size = _check_count("chunk_size", chunk_size, 1)
+    place = lambda x, spec: x  # noqa: E731  (one device: leave placement to jax)
+    if mesh is not None:
+        if len(mesh.axis_names) != 1:
+            raise ValueError(f"mesh must have one axis, got {mesh.axis_names}")
+        chunk_size = -(-chunk_size // mesh.size) * mesh.size
+        spec_of = {"rep": jax.sharding.PartitionSpec(),
+                   "batch": jax.sharding.PartitionSpec(mesh.axis_names[0])}
+        place = lambda x, spec: jax.device_put(  # noqa: E731
+            x, jax.sharding.NamedSharding(mesh, spec_of[spec])
+        )
     if not model.config.causal:
         raise ValueError(
             "collapse_sweep shares prefixes across lengths, which is exact only for a causal "
@@ -519,7 +533,8 @@ def collapse_sweep(
     for dtype in dtypes:
         m = with_precision(model, **_precision_kwargs(dtype, softmax_dtype))
         graphdef, state = nnx.split(m)
-        cache = _prefill(graphdef, state, jnp.asarray(filled)[None], capacity)
+        state = place(state, "rep")
+        cache = place(_prefill(graphdef, state, jnp.asarray(filled)[None], capacity), "rep")
         outs_a, outs_b = [], []
         for start in range(0, n + n_pad, chunk_size):
             sl = slice(start, start + chunk_size)
@@ -527,10 +542,8 @@ def collapse_sweep(
                 graphdef,
                 state,
                 cache,
-                jnp.asarray(tokens_p[sl], jnp.int32),
-                jnp.asarray(points_p[sl], jnp.int32),
-                jnp.asarray(ia_p[sl], jnp.int32),
-                jnp.asarray(ib_p[sl], jnp.int32),
+                *(place(jnp.asarray(x[sl], jnp.int32), "batch")
+                  for x in (tokens_p, points_p, ia_p, ib_p)),
             )
             outs_a.append(_host64(a))
             outs_b.append(_host64(b))

@@ -135,6 +135,7 @@ def last_state(
     final_norm: bool,
     freeze_attention: bool,
     deltas=None,
+    remat: bool = False,
 ):
     """The last position's state after layers [start_layer, stop_layer) (then norm3 if asked).
 
@@ -144,6 +145,9 @@ def last_state(
         deltas: optional [stop - start + 1, n, m] perturbations added to v^(l) before layer l
             (the last one to v^(stop_layer), only its last row matters); their gradients are
             the Jacobians with respect to every intermediate residual stream.
+        remat: wrap each full layer in `jax.checkpoint`, so a VJP keeps only the layer
+            inputs [n, m] and recomputes the [h, n, n] attention tensors in the backward
+            pass (long contexts: the saved patterns would otherwise grow as L * h * n^2).
     Returns:
         [m]: v_n^(stop_layer), or y_n = norm3(v_n^(L)) when final_norm.
     """
@@ -154,7 +158,10 @@ def last_state(
         if deltas is not None:
             h = h + deltas[offset][None]
         if layer < stop_layer - 1:
-            h = model.blocks[layer](h, positions, freeze_attention=freeze_attention)[0]
+            run = lambda x, blk=model.blocks[layer]: blk(  # noqa: E731
+                x, positions, freeze_attention=freeze_attention
+            )[0]
+            h = jax.checkpoint(run)(h) if remat else run(h)
         else:
             h = _last_layer_last_query(model, layer, h, positions, freeze_attention)
     out = h[0, -1]  # [m]
@@ -165,6 +172,16 @@ def last_state(
     return out
 
 
+def _chunk_budget() -> int:
+    """Bytes for one chunk's temporaries: the CPU budget, or a quarter of an accelerator's
+    memory (a GPU's memory is the computation's own; host memory is shared)."""
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return _CHUNK_BUDGET_BYTES
+    stats = dev.memory_stats() or {}
+    return max(_CHUNK_BUDGET_BYTES, int(stats.get("bytes_limit", 0)) // 4)
+
+
 def _auto_chunk(model, n: int, n_layers_run: int, count: int) -> int:
     """Chunk of cotangents whose backward temporaries fit the budget (rough estimate)."""
     c = model.config
@@ -172,7 +189,7 @@ def _auto_chunk(model, n: int, n_layers_run: int, count: int) -> int:
     layers = max(n_layers_run, 1)
     per_item = itemsize * (3 * c.n_heads * n * n + 6 * n * (c.d_model + 2 * c.d_mlp)) * 2
     per_item = per_item + itemsize * layers * n * c.d_model  # per-layer cotangent states
-    chunk = int(max(1, min(count, _CHUNK_BUDGET_BYTES // per_item)))
+    chunk = int(max(1, min(count, _chunk_budget() // per_item)))
     return _even_chunk(chunk, count)
 
 

@@ -1,0 +1,326 @@
+"""Jacobians, sensitivity profiles and length sweeps spread over many devices (R4-R7, R11).
+
+Every quantity here is a batch of independent rows: the d_out cotangents of a last-token
+Jacobian (one VJP each), the k probes of a Hutchinson estimate, the branches of a collapse
+sweep. The batch is laid along the one axis of a `Mesh` ("batch") with `NamedSharding` /
+`shard_map`; the model and the input states are replicated, each device linearises the
+forward pass itself (one forward per device: cheap next to d_out / n_devices VJPs) and
+runs its share of rows, in chunks, with no communication. Results equal the one-device
+functions of `analysis.jacobian` / `analysis.sensitivity` / `analysis.collapse` up to
+float rounding (tests/test_sharding.py: 8 simulated CPU devices).
+
+Long contexts: `remat=True` (or None: automatic) checkpoints every layer, so the VJPs keep
+only the layer inputs [n, d_model] instead of the [h, n, n] attention tensors, and the
+Frobenius / inf-norm profiles are reduced per cotangent, never holding the
+[d_out, n, d_model] Jacobian. Memory is then O(chunk * h * n^2) for one layer's backward
+plus O(d_out * n) for the result.
+
+Multi-host (TPU pods, several GPU hosts): call `jax.distributed.initialize()` on every
+host first; `jax.devices()` then lists the devices of all hosts and `device_mesh()` spans
+them (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from analysis.jacobian import (
+    _auto_chunk,
+    _check_chunk,
+    _check_layer,
+    batched_map,
+    kernel_pair,
+    last_state,
+    pick_kernel,
+    states_at_layer,
+)
+from analysis.sensitivity import _check_norm, block_norms
+
+AXIS = "batch"
+
+# Saved attention tensors of a linearisation above this many bytes switch remat on (auto).
+_REMAT_BYTES = 2 << 30
+
+
+def device_mesh(devices=None) -> Mesh:
+    """A one-axis ("batch") mesh over `devices` (default: every device, all hosts).
+
+    Args:
+        devices: a sequence of jax devices, or None for `jax.devices()`.
+    Returns:
+        `jax.sharding.Mesh` with axis name "batch".
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices is empty")
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device of the mesh."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading axis over the mesh's devices."""
+    return NamedSharding(mesh, P(AXIS))
+
+
+def _check_mesh(mesh) -> Mesh:
+    if mesh is None:
+        return device_mesh()
+    if not isinstance(mesh, Mesh) or mesh.axis_names != (AXIS,):
+        raise ValueError(f"mesh must be a one-axis Mesh named {AXIS!r} (see device_mesh)")
+    return mesh
+
+
+def auto_remat(model, n: int) -> bool:
+    """Whether a linearisation over n positions should checkpoint its layers: True when the
+    attention tensors it would save (about 3 * L * h * n^2 numbers) exceed ~2 GiB."""
+    c = model.config
+    itemsize = jnp.dtype(c.compute_dtype).itemsize
+    return 3 * c.n_layers * c.n_heads * n * n * itemsize > _REMAT_BYTES
+
+
+def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
+    """Zero rows appended so the leading axis divides evenly over the devices."""
+    pad = -x.shape[0] % multiple
+    return jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+
+
+def _sharded_vjps(graphdef, state, v, cot, *, mesh, start, stop, final_norm, freeze, chunk,
+                  reduce, remat):
+    """cot [R, d_out] (R divisible by the mesh size) -> per-row results, rows sharded.
+
+    reduce: "none" (u^T J: [R, n, m]), "sq" (sum_m (u^T J)^2: [R, n]), "abs" (sum_m |u^T J|:
+    [R, n]).
+    """
+
+    def local(state, v, cot):
+        model = nnx.merge(graphdef, state)
+
+        def f(x):
+            return last_state(model, x, start_layer=start, stop_layer=stop,
+                              final_norm=final_norm, freeze_attention=freeze, remat=remat)
+
+        def row(vjp, u):
+            g = vjp(u)[0]  # [n, m]
+            if reduce == "sq":
+                return jnp.sum(g * g, axis=-1)
+            if reduce == "abs":
+                return jnp.sum(jnp.abs(g), axis=-1)
+            return g
+
+        if not remat:
+            _, vjp = jax.vjp(f, v)
+            return batched_map(functools.partial(row, vjp), cot, chunk)
+
+        # With checkpointed layers the recomputation inside the chunk loop depends only on
+        # loop-invariant values, and XLA hoists it out of the loop, saving every layer's
+        # [h, n, n] tensors after all. Tying v to the chunk's cotangents through an
+        # optimisation barrier keeps the linearisation inside the loop body.
+        def chunk_fn(us):
+            vb, _ = jax.lax.optimization_barrier((v, us))
+            _, vjp = jax.vjp(f, vb)
+            return jax.vmap(functools.partial(row, vjp))(us)
+
+        return batched_map_chunks(chunk_fn, cot, chunk)
+
+    # check_vma=False: the replicated forward's output is device-invariant while each
+    # device's cotangents vary; the VJP of an invariant output by a varying cotangent is
+    # exactly what each device should compute locally (no collective is needed).
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), P(), P(AXIS)), out_specs=P(AXIS), check_vma=False
+    )(state, v, cot)
+
+
+def batched_map_chunks(fn, xs: jax.Array, chunk: int) -> jax.Array:
+    """fn over xs [R, ...] in chunks of `chunk` rows (fn takes and returns a chunk), a
+    scan over zero-padded chunks; the padded rows' results are dropped."""
+    count = xs.shape[0]
+    n_chunks = -(-count // chunk)
+    pad = n_chunks * chunk - count
+    xs = jnp.concatenate([xs, jnp.zeros((pad, *xs.shape[1:]), xs.dtype)]) if pad else xs
+    out = jax.lax.map(fn, xs.reshape(n_chunks, chunk, *xs.shape[1:]))
+    return out.reshape(n_chunks * chunk, *out.shape[2:])[:count]
+
+
+_SHARDED_VJPS = kernel_pair(
+    _sharded_vjps,
+    ("graphdef", "mesh", "start", "stop", "final_norm", "freeze", "chunk", "reduce", "remat"),
+)
+
+
+def _run_rows(model, v, cot, *, mesh, wrt_layer, stop, final_norm, freeze_attention,
+              chunk_size, reduce, remat):
+    """Shared driver: pad the rows, pick the chunk, place the inputs, run, drop the pad."""
+    mesh = _check_mesh(mesh)
+    n = v.shape[0]
+    count = cot.shape[0]
+    cot = _pad_rows(cot, mesh.size)
+    per_device = cot.shape[0] // mesh.size
+    chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, per_device)
+    chunk = min(chunk, per_device)
+    if remat is None:
+        remat = auto_remat(model, n)
+    graphdef, state = nnx.split(model)
+    state = jax.device_put(state, replicated(mesh))
+    v = jax.device_put(v, replicated(mesh))
+    cot = jax.device_put(cot, batch_sharded(mesh))
+    out = pick_kernel(_SHARDED_VJPS, model, n)(graphdef, state, v, cot, mesh=mesh, start=wrt_layer, stop=stop,
+                        final_norm=final_norm, freeze=bool(freeze_attention), chunk=chunk,
+                        reduce=reduce, remat=bool(remat))
+    return out[:count]
+
+
+def sharded_last_token_jacobian(
+    model,
+    inputs,
+    *,
+    mesh: Mesh | None = None,
+    wrt_layer: int = 0,
+    of_layer: int | None = None,
+    freeze_attention: bool = False,
+    chunk_size: int | None = None,
+    remat: bool | None = False,
+) -> jax.Array:
+    """d y_n / d v_i^(wrt_layer) for every i, its d_out VJPs split over the mesh (R7, R11).
+
+    Same quantity as `analysis.jacobian.last_token_jacobian(mode="reverse")`.
+
+    Args:
+        model: a `transformer.Decoder` (not modified).
+        inputs: token ids [n] or states v^(wrt_layer) [n, d_model].
+        mesh: from `device_mesh` (None: all devices).
+        wrt_layer, of_layer, freeze_attention: as in `last_token_jacobian`.
+        chunk_size: VJPs batched together on each device (None: automatic).
+        remat: checkpoint every layer (None: `auto_remat`).
+    Returns:
+        [d_out, n, d_in], sharded over d_out.
+    """
+    c = model.config
+    _check_chunk(chunk_size)
+    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    if of_layer is not None:
+        _check_layer("of_layer", of_layer, wrt_layer, c.n_layers)
+    v = states_at_layer(model, inputs, wrt_layer)
+    stop = c.n_layers if of_layer is None else of_layer
+    eye = jnp.eye(c.d_model, dtype=v.dtype)  # one cotangent per output coordinate
+    return _run_rows(model, v, eye, mesh=mesh, wrt_layer=wrt_layer, stop=stop,
+                     final_norm=of_layer is None, freeze_attention=freeze_attention,
+                     chunk_size=chunk_size, reduce="none", remat=remat)
+
+
+def sharded_sensitivity_profile(
+    model,
+    inputs,
+    *,
+    norm: str = "fro",
+    mesh: Mesh | None = None,
+    wrt_layer: int = 0,
+    freeze_attention: bool = False,
+    chunk_size: int | None = None,
+    remat: bool | None = None,
+) -> jax.Array:
+    """||d y_n / d v_i^(wrt_layer)|| for every position i, over the mesh (R7, R11).
+
+    "fro" and "linf" are reduced per cotangent row (memory O(d_out * n), never the
+    [d_out, n, d_in] Jacobian: the long-context path); "l1" and "spectral" need whole
+    blocks and go through `sharded_last_token_jacobian`.
+
+    Args:
+        model, inputs, wrt_layer, freeze_attention, chunk_size: as in
+            `analysis.sensitivity.sensitivity_profile`.
+        norm: "fro", "spectral", "l1" or "linf".
+        mesh: from `device_mesh` (None: all devices).
+        remat: checkpoint every layer (None: `auto_remat`).
+    Returns:
+        [n] sensitivities.
+    """
+    _check_norm(norm)
+    c = model.config
+    _check_chunk(chunk_size)
+    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    if norm in ("l1", "spectral"):
+        jac = sharded_last_token_jacobian(
+            model, inputs, mesh=mesh, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
+            chunk_size=chunk_size, remat=remat,
+        )
+        return block_norms(jac, norm)
+    v = states_at_layer(model, inputs, wrt_layer)
+    eye = jnp.eye(c.d_model, dtype=v.dtype)
+    rows = _run_rows(model, v, eye, mesh=mesh, wrt_layer=wrt_layer, stop=c.n_layers,
+                     final_norm=True, freeze_attention=freeze_attention, chunk_size=chunk_size,
+                     reduce="sq" if norm == "fro" else "abs", remat=remat)  # [d_out, n]
+    # Row k of J_i is e_k^T J_i: Frobenius^2 sums the rows' squares; inf-norm is the
+    # largest row abs-sum.
+    return jnp.sqrt(rows.sum(0)) if norm == "fro" else rows.max(0)
+
+
+def sharded_estimate_sensitivity(
+    model,
+    inputs,
+    *,
+    n_probes: int = 32,
+    seed: int = 0,
+    squared: bool = True,
+    mesh: Mesh | None = None,
+    wrt_layer: int = 0,
+    freeze_attention: bool = False,
+    chunk_size: int | None = None,
+    remat: bool | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Hutchinson estimate of ||d y_n / d v_i||_F^2 (R11), its probes split over the mesh.
+
+    The same probes as `analysis.sensitivity.estimate_sensitivity` with the same seed, so
+    the two agree up to rounding.
+
+    Args:
+        model, inputs, n_probes, seed, squared, wrt_layer, freeze_attention, chunk_size:
+            as in `estimate_sensitivity`.
+        mesh: from `device_mesh` (None: all devices).
+        remat: checkpoint every layer (None: `auto_remat`).
+    Returns:
+        (estimate [n], standard error [n]).
+    """
+    if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < 2:
+        raise ValueError(f"n_probes must be an integer >= 2, got {n_probes!r}")
+    c = model.config
+    _check_chunk(chunk_size)
+    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    v = states_at_layer(model, inputs, wrt_layer)
+    probes = jax.random.normal(jax.random.key(seed), (n_probes, c.d_model), v.dtype)
+    samples = _run_rows(model, v, probes, mesh=mesh, wrt_layer=wrt_layer, stop=c.n_layers,
+                        final_norm=True, freeze_attention=freeze_attention,
+                        chunk_size=chunk_size, reduce="sq", remat=remat)  # [k, n]
+    mean = samples.mean(0)
+    stderr = samples.std(0, ddof=1) / jnp.sqrt(n_probes)
+    if squared:
+        return mean, stderr
+    root = jnp.sqrt(mean)
+    return root, stderr / (2 * jnp.maximum(root, jnp.finfo(root.dtype).tiny))
+
+
+def sharded_collapse_sweep(model, family, lengths, dtypes=("float32",), *,
+                           mesh: Mesh | None = None, softmax_dtype: str | None = None,
+                           chunk_size: int = 64):
+    """`analysis.collapse.collapse_sweep` (R4-R6) with each chunk of branches split over
+    the mesh (the KV cache of the shared prefix is replicated).
+
+    Args:
+        as `collapse_sweep`; mesh: from `device_mesh` (None: all devices); chunk_size is
+        rounded up to a multiple of the number of devices.
+    Returns:
+        `CollapseSweep`.
+    """
+    from analysis.collapse import collapse_sweep
+
+    return collapse_sweep(model, family, lengths, dtypes, softmax_dtype=softmax_dtype,
+                          chunk_size=chunk_size, mesh=_check_mesh(mesh))

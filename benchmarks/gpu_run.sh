@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One GPU benchmark pass (< 5 minutes on one H100): Jacobian vs torch jacrev, FLOP rate
+# against a measured float32 matmul, and the long-context sensitivity profile of the
+# SmolLM2-135M config (random weights) at n = 8192, with peak GPU memory per n.
+#
+# Usage (repository root):  bash benchmarks/gpu_run.sh
+#   OUT=/some/dir            where the JSON goes (default benchmarks/results/gpu)
+#   GPU_RUN_SMOKE=1          tiny sizes on whatever device there is (CPU smoke test)
+#   PYTHON=python3           interpreter (must have jax with a GPU backend, flax, torch,
+#                            transformers, safetensors, tokenizers)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${OUT:-benchmarks/results/gpu}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# Allocate on demand, so peak_bytes_in_use is the computation's, and torch can share the GPU.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+SMOKE=${GPU_RUN_SMOKE:-}
+
+if [ -z "$SMOKE" ]; then
+  if ! "$PY" -c "import jax; jax.devices('gpu')" >/dev/null 2>&1; then
+    echo "jax has no GPU backend here; trying: pip install 'jax[cuda12]' (needs a registry)"
+    "$PY" -m pip install -q "jax[cuda12]" || { echo "install failed: no GPU jax"; exit 1; }
+  fi
+  "$PY" -c "import flax, transformers, safetensors, tokenizers" 2>/dev/null \
+    || "$PY" -m pip install -q -e . || { echo "missing python packages"; exit 1; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+fi
+"$PY" -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+
+status=0
+step() {  # step NAME SECONDS CMD...: run with a time limit, keep going on failure
+  local name=$1 limit=$2; shift 2
+  echo; echo "=== $name (limit ${limit}s) ==="
+  local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | grep -v -e "Warning" -e "warn(" -e "Writing model shards" | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  echo "--- $name: rc=$rc, $((SECONDS - t0)) s"
+  [ "$rc" = 0 ] || status=1
+}
+
+if [ -n "$SMOKE" ]; then
+  step jacobian 120 "$PY" -m benchmarks.bench_jacobian --smoke --out "$OUT"
+  step flops 120 "$PY" -m benchmarks.bench_flops --smoke --out "$OUT" --repeats 1
+  step long_context 300 "$PY" -m benchmarks.bench_long_context --smoke --out "$OUT"
+else
+  step jacobian 100 "$PY" -m benchmarks.bench_jacobian --n 128 256 512 --torch-max-n 512 \
+    --no-naive --out "$OUT"
+  step flops 60 "$PY" -m benchmarks.bench_flops --n 256 1024 --chunks 0 64 256 \
+    --matmul 8192 --out "$OUT"
+  step long_context 150 "$PY" -m benchmarks.bench_long_context --n 2048 8192 \
+    --memory-n 8192 16384 --out "$OUT"
+fi
+echo; echo "JSON in $OUT:"; ls -l "$OUT"
+exit $status

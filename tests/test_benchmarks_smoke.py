@@ -1,0 +1,98 @@
+"""Every benchmark script runs end to end in a tiny setting and writes its JSON.
+
+No timing is asserted (the machine is shared); what is asserted are the correctness checks
+each benchmark makes before timing: the three Jacobians agree, the three sweeps agree, the
+FLOP count matches an independent hand count, and the JSON holds the machine description.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_flops, bench_jacobian, bench_long_context, bench_memory, bench_sweep
+from transformer.config import TransformerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(out: Path, name: str) -> dict:
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["machine"]["n_devices"] >= 1
+    return data
+
+
+def test_bench_jacobian_smoke(tmp_path):
+    bench_jacobian.main(["--smoke", "--out", str(tmp_path), "--repeats", "1"])
+    (rec,) = _load(tmp_path, "jacobian_smoke")["results"]
+    assert rec["rel_diff_torch"] < 1e-5  # ours vs torch.func.jacrev on the same weights
+    assert rec["rel_diff_naive"] < 1e-5  # ours vs a loop of single VJPs
+    assert rec["ours"]["median_s"] > 0 and rec["torch_jacrev"]["median_s"] > 0
+
+
+def test_bench_sweep_smoke(tmp_path):
+    bench_sweep.main(["--smoke", "--out", str(tmp_path), "--repeats", "1"])
+    results = _load(tmp_path, "sweep_smoke")["results"]
+    assert len(results) == 3
+    for r in results.values():
+        assert r["max_abs_diff_vs_slow"] < 1e-5
+
+
+def test_bench_flops_smoke(tmp_path):
+    bench_flops.main(["--smoke", "--out", str(tmp_path), "--repeats", "1"])
+    data = _load(tmp_path, "flops_smoke")
+    assert data["matmul"]["flops_per_s"] > 0
+    assert all(r["fraction_of_matmul"] > 0 for r in data["results"])
+
+
+def test_flop_count_by_hand():
+    """One layer, MHA (d_head 2), ungated, n = 2, queries = 2: counted term by term."""
+    c = TransformerConfig(vocab_size=8, d_model=4, n_layers=1, n_heads=2, d_mlp=6,
+                          gated=False, activation="gelu")
+    # Q 2*q*m*h*d = 2*2*4*2*2, KV 2*n*m*2*g*d = 2*2*4*2*2*2, QK^T + PV 2*2*h*q*n*d =
+    # 4*2*2*2*2, out 2*q*h*d*m = 2*2*2*2*4, MLP (two matrices) 2*q*m*f*2 = 2*2*4*6*2.
+    assert bench_flops.layer_forward_flops(c, 2, 2) == 64 + 128 + 64 + 64 + 192
+    # The VJP: linear maps once, the two attention products twice.
+    assert bench_flops.layer_vjp_flops(c, 2, 2) == 64 + 128 + 64 + 192 + 2 * 64
+    flops = bench_flops.jacobian_flops(c, 2)
+    assert flops["total"] == flops["forward"] + 4 * flops["per_vjp"]
+
+
+def test_bench_memory_smoke(tmp_path):
+    records, fits = bench_memory.main(
+        ["--smoke", "--out", str(tmp_path), "--cases", "profile-remat"]
+    )
+    assert all("error" not in r for r in records), records
+    assert all(r["peak_bytes"] > 0 for r in records)
+    assert set(fits) == {"profile-remat"}
+
+
+def test_bench_long_context_smoke(tmp_path):
+    records, fit = bench_long_context.main(
+        ["--smoke", "--out", str(tmp_path), "--memory-n", "64"]
+    )
+    assert all(r["finite"] for r in records)
+    exact = [r for r in records if r["kind"] == "exact fro"][0]
+    assert exact["estimate_within_3_stderr"] > 0.5  # estimate consistent with exact profile
+
+
+def test_bench_memory_fit_exponent():
+    assert bench_memory.fit_exponent([10, 20, 40], [3e2, 12e2, 48e2]) == pytest.approx(2.0)
+    assert bench_memory.fit_exponent([10], [1.0]) is None
+
+
+@pytest.mark.slow
+def test_gpu_run_script_smoke(tmp_path):
+    """benchmarks/gpu_run.sh in its CPU smoke mode (GPU_RUN_SMOKE=1)."""
+    env = dict(os.environ, GPU_RUN_SMOKE="1", OUT=str(tmp_path), PYTHON=sys.executable,
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    for name in ("jacobian_smoke", "flops_smoke", "long_context_smoke"):
+        assert (tmp_path / f"{name}.json").is_file(), name
