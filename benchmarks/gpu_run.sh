@@ -45,12 +45,12 @@ if [ -n "$SMOKE" ]; then
   step flops 120 "$PY" -m benchmarks.bench_flops --smoke --out "$OUT" --repeats 1
   step long_context 300 "$PY" -m benchmarks.bench_long_context --smoke --out "$OUT"
 else
-  step jacobian 100 "$PY" -m benchmarks.bench_jacobian --n 128 256 512 --torch-max-n 512 \
+  # Sized from one H200 run: ~25 s compile per Jacobian size, ~90 s for the n = 8192 estimate.
+  step jacobian 80 "$PY" -m benchmarks.bench_jacobian --n 128 256 --torch-max-n 256 \
     --no-naive --out "$OUT"
-  step flops 60 "$PY" -m benchmarks.bench_flops --n 256 1024 --chunks 0 64 256 \
-    --matmul 8192 --out "$OUT"
-  step long_context 150 "$PY" -m benchmarks.bench_long_context --n 2048 8192 \
-    --memory-n 8192 16384 --out "$OUT"
+  step flops 60 "$PY" -m benchmarks.bench_flops --n 256 --chunks 0 --matmul 8192 --out "$OUT"
+  step long_context 140 "$PY" -m benchmarks.bench_long_context --n 8192 --memory-n 8192 \
+    --out "$OUT"
 fi
 echo; echo "JSON in $OUT:"; ls -l "$OUT"
 exit $status
