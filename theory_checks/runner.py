@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from pathlib import Path
@@ -70,8 +71,6 @@ def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     runtime = time.perf_counter() - start
     if result.id != cid:
         raise RuntimeError(f"check module {module.__name__} returned id {result.id}, not {cid}")
-    import dataclasses
-
     return dataclasses.replace(result, device=device_description(), runtime_s=runtime)
 
 
