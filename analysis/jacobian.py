@@ -14,9 +14,20 @@ attention), which removes about one layer of work from every VJP.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from analysis.reverse import (
+    MemoryPlan,
+    auto_chunk,
+    batched_map,
+    last_state,
+    memory_plan,
+    vjp_rows,
+)
 
 MODES = ("auto", "reverse", "forward")
 
@@ -106,70 +117,7 @@ def states_at_layer(model, inputs, layer: int) -> jax.Array:
     return x.astype(c.compute_dtype)
 
 
-# ---- the differentiated function ---------------------------------------------------------
-
-
-def _last_layer_last_query(model, layer: int, v, positions, freeze_attention: bool):
-    """Layer `layer` for the last position only. v: [1, n, m] -> v_n^(layer+1) [1, 1, m].
-
-    Keys/values of positions < n come from the same projections the block uses and enter as
-    attention context; the block itself then runs on the last position alone.
-    """
-    block = model.blocks[layer]
-    prev = v[:, :-1]
-    attn_in = prev if block.placement == "post" else block.attn_norm(prev)
-    keys, values = block.attn.project_kv(attn_in, positions[:, :-1])  # [1, n-1, g, d]
-    valid = jnp.ones(prev.shape[:2], bool)  # [1, n-1]
-    out = block(
-        v[:, -1:], positions[:, -1:], (keys, values, valid), freeze_attention=freeze_attention
-    )
-    return out[0]
-
-
-def last_state(
-    model,
-    v,
-    *,
-    start_layer: int,
-    stop_layer: int,
-    final_norm: bool,
-    freeze_attention: bool,
-    deltas=None,
-    remat: bool = False,
-):
-    """The last position's state after layers [start_layer, stop_layer) (then norm3 if asked).
-
-    Args:
-        model: a `Decoder`.
-        v: [n, m] residual states v^(start_layer).
-        deltas: optional [stop - start + 1, n, m] perturbations added to v^(l) before layer l
-            (the last one to v^(stop_layer), only its last row matters); their gradients are
-            the Jacobians with respect to every intermediate residual stream.
-        remat: wrap each full layer in `jax.checkpoint`, so a VJP keeps only the layer
-            inputs [n, m] and recomputes the [h, n, n] attention tensors in the backward
-            pass (long contexts: the saved patterns would otherwise grow as L * h * n^2).
-    Returns:
-        [m]: v_n^(stop_layer), or y_n = norm3(v_n^(L)) when final_norm.
-    """
-    n = v.shape[0]
-    positions = jnp.arange(n, dtype=jnp.int32)[None]  # [1, n]
-    h = v[None]  # [1, n, m]
-    for offset, layer in enumerate(range(start_layer, stop_layer)):
-        if deltas is not None:
-            h = h + deltas[offset][None]
-        if layer < stop_layer - 1:
-            run = lambda x, blk=model.blocks[layer]: blk(  # noqa: E731
-                x, positions, freeze_attention=freeze_attention
-            )[0]
-            h = jax.checkpoint(run)(h) if remat else run(h)
-        else:
-            h = _last_layer_last_query(model, layer, h, positions, freeze_attention)
-    out = h[0, -1]  # [m]
-    if deltas is not None:
-        out = out + deltas[-1][-1]
-    if final_norm and model.final_norm is not None:
-        out = model.final_norm(out[None, None])[0, 0]
-    return out
+# ---- chunking ----------------------------------------------------------------------------
 
 
 def _chunk_budget() -> int:
@@ -182,57 +130,30 @@ def _chunk_budget() -> int:
     return max(_CHUNK_BUDGET_BYTES, int(stats.get("bytes_limit", 0)) // 4)
 
 
-def _auto_chunk(model, n: int, n_layers_run: int, count: int) -> int:
+def _auto_chunk(model, n: int, n_layers_run: int, count: int, plan=MemoryPlan()) -> int:
     """Chunk of cotangents whose backward temporaries fit the budget (rough estimate)."""
-    c = model.config
-    itemsize = jnp.dtype(c.compute_dtype).itemsize
-    layers = max(n_layers_run, 1)
-    per_item = itemsize * (3 * c.n_heads * n * n + 6 * n * (c.d_model + 2 * c.d_mlp)) * 2
-    per_item = per_item + itemsize * layers * n * c.d_model  # per-layer cotangent states
-    chunk = int(max(1, min(count, _chunk_budget() // per_item)))
-    return _even_chunk(chunk, count)
-
-
-def _even_chunk(chunk: int, count: int) -> int:
-    """Balance the chunks: the fewest chunks of at most `chunk` rows, as equal as possible
-    (less zero padding in `batched_map`)."""
-    n_chunks = -(-count // chunk)
-    return -(-count // n_chunks)
-
-
-def batched_map(fn, xs: jax.Array, chunk: int) -> jax.Array:
-    """vmap `fn` over the rows of xs, `chunk` rows at a time (a scan over chunks).
-
-    The rows are zero-padded to a multiple of `chunk` so the scan has one body (lax.map's
-    own remainder handling compiles a second copy); the padded results are dropped.
-    """
-    count = xs.shape[0]
-    if chunk >= count:
-        return jax.vmap(fn)(xs)
-    n_chunks = -(-count // chunk)
-    pad = n_chunks * chunk - count
-    xs = jnp.concatenate([xs, jnp.zeros((pad, *xs.shape[1:]), xs.dtype)]) if pad else xs
-    out = jax.lax.map(jax.vmap(fn), xs.reshape(n_chunks, chunk, *xs.shape[1:]))
-    out = jax.tree.map(lambda a: a.reshape(n_chunks * chunk, *a.shape[2:])[:count], out)
-    return out
+    return auto_chunk(model, n, n_layers_run, count, plan, _chunk_budget())
 
 
 def _jacobian_kernel(
-    graphdef, state, v, *, start_layer, stop_layer, final_norm, freeze_attention, mode, chunk
+    graphdef, state, v, *, start_layer, stop_layer, final_norm, freeze_attention, mode, chunk,
+    plan,
 ):
     model = nnx.merge(graphdef, state)
     n, m = v.shape
+    if mode == "reverse":
+        eye = jnp.eye(model.config.d_model, dtype=v.dtype)  # [d_out, d_out] cotangents
+        return vjp_rows(
+            model, v, eye, start_layer=start_layer, stop_layer=stop_layer,
+            final_norm=final_norm, freeze_attention=freeze_attention, chunk=chunk, plan=plan,
+        )  # [d_out, n, m]
 
     def f(x):
         return last_state(
             model, x, start_layer=start_layer, stop_layer=stop_layer, final_norm=final_norm,
-            freeze_attention=freeze_attention,
+            freeze_attention=freeze_attention, query_block=plan.query_block,
         )
 
-    if mode == "reverse":
-        y, vjp = jax.vjp(f, v)
-        eye = jnp.eye(y.shape[0], dtype=y.dtype)  # [d_out, d_out] cotangents
-        return batched_map(lambda u: vjp(u)[0], eye, chunk)  # [d_out, n, m]
     y, jvp = jax.linearize(f, v)
 
     def column(k):
@@ -244,7 +165,8 @@ def _jacobian_kernel(
 
 _JACOBIAN = kernel_pair(
     _jacobian_kernel,
-    ("graphdef", "start_layer", "stop_layer", "final_norm", "freeze_attention", "mode", "chunk"),
+    ("graphdef", "start_layer", "stop_layer", "final_norm", "freeze_attention", "mode", "chunk",
+     "plan"),
 )
 
 
@@ -257,6 +179,8 @@ def last_token_jacobian(
     chunk_size: int | None = None,
     of_layer: int | None = None,
     freeze_attention: bool = False,
+    query_block: int | str | None = "auto",
+    remat: bool | None = None,
 ) -> jax.Array:
     """d y_n / d v_i^(wrt_layer) for every input position i (R7, R11).
 
@@ -270,6 +194,10 @@ def last_token_jacobian(
         of_layer: differentiate the residual v_n^(of_layer) (no final norm) instead of y_n;
             must satisfy wrt_layer <= of_layer <= n_layers.
         freeze_attention: hold every attention pattern constant (Theorem 5.1's assumption).
+        query_block: attend this many queries at a time ("auto": 256 from n = 512 on;
+            None: never), so attention memory is linear in n (`analysis.reverse`).
+        remat: rematerialise layer by layer in reverse mode (None: automatic, when the
+            saved residuals would pass ~2 GiB). Neither switch changes the numbers.
     Returns:
         [d_out, n, d_in] (= [d_model, n, d_model]) in the compute dtype; block [:, i, :] is
         d y_n / d v_i^(wrt_layer).
@@ -288,10 +216,13 @@ def last_token_jacobian(
     if mode == "auto":
         mode = "reverse" if d_out < n * m else "forward"
     count = d_out if mode == "reverse" else n * m
-    chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, count)
+    plan = memory_plan(model, n, stop - wrt_layer, query_block=query_block, remat=remat)
+    if mode == "forward":
+        plan = dataclasses.replace(plan, remat=False)  # rematerialising is a reverse-mode plan
+    chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, count, plan)
     graphdef, state = nnx.split(model)
     return pick_kernel(_JACOBIAN, model, n)(
         graphdef, state, v, start_layer=wrt_layer, stop_layer=stop,
         final_norm=of_layer is None, freeze_attention=bool(freeze_attention), mode=mode,
-        chunk=min(chunk, count),
+        chunk=min(chunk, count), plan=plan,
     )

@@ -14,14 +14,13 @@ from flax import nnx
 from analysis.jacobian import (
     _auto_chunk,
     _check_chunk,
-    _even_chunk,
-    batched_map,
+    _check_layer,
     kernel_pair,
-    last_state,
     last_token_jacobian,
     pick_kernel,
     states_at_layer,
 )
+from analysis.reverse import batched_map, even_chunk, last_state, memory_plan, vjp_rows
 
 NORMS = ("fro", "spectral", "l1", "linf")
 
@@ -62,8 +61,14 @@ def sensitivity_profile(
     wrt_layer: int = 0,
     freeze_attention: bool = False,
     chunk_size: int | None = None,
+    query_block: int | str | None = "auto",
+    remat: bool | None = None,
 ) -> jax.Array:
     """||d y_n / d v_i^(wrt_layer)|| for every position i (R7, R11).
+
+    "fro" and "linf" are reduced row by row as the VJPs produce them (memory O(d_out * n),
+    never the [d_out, n, d_in] Jacobian: the long-context path); "l1" and "spectral" need
+    whole blocks and go through `last_token_jacobian`.
 
     Args:
         model: a `transformer.Decoder` (not modified).
@@ -72,15 +77,27 @@ def sensitivity_profile(
         wrt_layer: residual stream differentiated against.
         freeze_attention: hold attention patterns constant (Theorem 5.1's setting).
         chunk_size: VJPs batched together (None: automatic).
+        query_block, remat: memory switches, as in `last_token_jacobian`.
     Returns:
         [n] sensitivities.
     """
     _check_norm(norm)
-    jac = last_token_jacobian(
-        model, inputs, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
-        chunk_size=chunk_size, mode="reverse",
-    )
-    return block_norms(jac, norm)
+    _check_chunk(chunk_size)
+    if norm in ("l1", "spectral"):
+        jac = last_token_jacobian(
+            model, inputs, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
+            chunk_size=chunk_size, mode="reverse", query_block=query_block, remat=remat,
+        )
+        return block_norms(jac, norm)
+    c = model.config
+    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    v = states_at_layer(model, inputs, wrt_layer)
+    eye = jnp.eye(c.d_model, dtype=v.dtype)  # row k of J_i is e_k^T J_i
+    rows = _run_rows(model, v, eye, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
+                     chunk_size=chunk_size, reduce="sq" if norm == "fro" else "abs",
+                     query_block=query_block, remat=remat)  # [d_out, n]
+    # Frobenius^2 sums the rows' squares; the inf-norm is the largest row abs-sum.
+    return jnp.sqrt(rows.sum(0)) if norm == "fro" else rows.max(0)
 
 
 def _layer_map_kernel(graphdef, state, v0, *, freeze_attention, chunk):
@@ -142,25 +159,34 @@ def layer_position_map(
     return jnp.stack([block_norms(jac[:, layer], norm) for layer in range(c.n_layers + 1)])
 
 
-def _probe_kernel(graphdef, state, v, probes, *, wrt_layer, freeze_attention, chunk):
+def _rows_kernel(graphdef, state, v, cotangents, *, wrt_layer, freeze_attention, chunk,
+                 reduce, plan):
     model = nnx.merge(graphdef, state)
-
-    def f(x):
-        return last_state(
-            model, x, start_layer=wrt_layer, stop_layer=model.config.n_layers,
-            final_norm=True, freeze_attention=freeze_attention,
-        )
-
-    _, vjp = jax.vjp(f, v)
-
-    def sq_norms(u):
-        g = vjp(u)[0]  # [n, d_in] = u^T J_i for every i
-        return jnp.sum(g * g, axis=-1)  # [n]
-
-    return batched_map(sq_norms, probes, chunk)  # [k, n]
+    return vjp_rows(
+        model, v, cotangents, start_layer=wrt_layer, stop_layer=model.config.n_layers,
+        final_norm=True, freeze_attention=freeze_attention, chunk=chunk, reduce=reduce,
+        plan=plan,
+    )
 
 
-_PROBES = kernel_pair(_probe_kernel, ("graphdef", "wrt_layer", "freeze_attention", "chunk"))
+_ROWS = kernel_pair(
+    _rows_kernel, ("graphdef", "wrt_layer", "freeze_attention", "chunk", "reduce", "plan")
+)
+
+
+def _run_rows(model, v, cotangents, *, wrt_layer, freeze_attention, chunk_size, reduce,
+              query_block, remat):
+    """Reduced VJP rows [R, n] of y_n against v^(wrt_layer) for cotangents [R, d_out]."""
+    c = model.config
+    n, count = v.shape[0], cotangents.shape[0]
+    plan = memory_plan(model, n, c.n_layers - wrt_layer, query_block=query_block, remat=remat)
+    chunk = chunk_size or _auto_chunk(model, n, c.n_layers - wrt_layer, count, plan)
+    chunk = even_chunk(min(chunk, count), count)
+    graphdef, state = nnx.split(model)
+    return pick_kernel(_ROWS, model, n)(
+        graphdef, state, v, cotangents, wrt_layer=wrt_layer,
+        freeze_attention=bool(freeze_attention), chunk=chunk, reduce=reduce, plan=plan,
+    )
 
 
 def estimate_sensitivity(
@@ -173,6 +199,8 @@ def estimate_sensitivity(
     wrt_layer: int = 0,
     freeze_attention: bool = False,
     chunk_size: int | None = None,
+    query_block: int | str | None = "auto",
+    remat: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Hutchinson estimate of ||d y_n / d v_i||_F^2 from k random output probes (R11).
 
@@ -186,7 +214,8 @@ def estimate_sensitivity(
         seed: PRNG seed of the probes.
         squared: estimate ||J_i||_F^2 (unbiased); False: its square root, with the
             delta-method standard error (slightly biased low).
-        wrt_layer, freeze_attention, chunk_size: as in `last_token_jacobian`.
+        wrt_layer, freeze_attention, chunk_size, query_block, remat: as in
+            `last_token_jacobian`.
     Returns:
         (estimate [n], standard error [n]).
     """
@@ -194,17 +223,12 @@ def estimate_sensitivity(
         raise ValueError(f"n_probes must be an integer >= 2, got {n_probes!r}")
     _check_chunk(chunk_size)
     c = model.config
-    if not isinstance(wrt_layer, int) or not 0 <= wrt_layer <= c.n_layers:
-        raise ValueError(f"wrt_layer must be an integer in [0, {c.n_layers}], got {wrt_layer!r}")
+    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
     v = states_at_layer(model, inputs, wrt_layer)
     probes = jax.random.normal(jax.random.key(seed), (n_probes, c.d_model), v.dtype)
-    chunk = chunk_size or _auto_chunk(model, v.shape[0], c.n_layers - wrt_layer, n_probes)
-    chunk = _even_chunk(min(chunk, n_probes), n_probes)
-    graphdef, state = nnx.split(model)
-    samples = pick_kernel(_PROBES, model, v.shape[0])(
-        graphdef, state, v, probes, wrt_layer=wrt_layer,
-        freeze_attention=bool(freeze_attention), chunk=chunk,
-    )
+    samples = _run_rows(model, v, probes, wrt_layer=wrt_layer,
+                        freeze_attention=freeze_attention, chunk_size=chunk_size, reduce="sq",
+                        query_block=query_block, remat=remat)  # [k, n]
     mean = samples.mean(0)
     stderr = samples.std(0, ddof=1) / jnp.sqrt(n_probes)
     if squared:

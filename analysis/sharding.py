@@ -9,11 +9,10 @@ runs its share of rows, in chunks, with no communication. Results equal the one-
 functions of `analysis.jacobian` / `analysis.sensitivity` / `analysis.collapse` up to
 float rounding (tests/test_sharding.py: 8 simulated CPU devices).
 
-Long contexts: `remat=True` (or None: automatic) checkpoints every layer, so the VJPs keep
-only the layer inputs [n, d_model] instead of the [h, n, n] attention tensors, and the
+Long contexts: the same memory switches as the one-device functions (`query_block`,
+`remat`; `analysis.reverse.MemoryPlan`) make each device's memory linear in n, and the
 Frobenius / inf-norm profiles are reduced per cotangent, never holding the
-[d_out, n, d_model] Jacobian. Memory is then O(chunk * h * n^2) for one layer's backward
-plus O(d_out * n) for the result.
+[d_out, n, d_model] Jacobian.
 
 Multi-host (TPU pods, several GPU hosts): call `jax.distributed.initialize()` on every
 host first; `jax.devices()` then lists the devices of all hosts and `device_mesh()` spans
@@ -22,7 +21,6 @@ them (see benchmarks/README.md).
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -35,19 +33,14 @@ from analysis.jacobian import (
     _auto_chunk,
     _check_chunk,
     _check_layer,
-    batched_map,
     kernel_pair,
-    last_state,
     pick_kernel,
     states_at_layer,
 )
+from analysis.reverse import memory_plan, vjp_rows
 from analysis.sensitivity import _check_norm, block_norms
 
 AXIS = "batch"
-
-# Saved attention tensors of a linearisation above this many bytes switch remat on (auto).
-_REMAT_BYTES = 2 << 30
-
 
 def device_mesh(devices=None) -> Mesh:
     """A one-axis ("batch") mesh over `devices` (default: every device, all hosts).
@@ -81,14 +74,6 @@ def _check_mesh(mesh) -> Mesh:
     return mesh
 
 
-def auto_remat(model, n: int) -> bool:
-    """Whether a linearisation over n positions should checkpoint its layers: True when the
-    attention tensors it would save (about 3 * L * h * n^2 numbers) exceed ~2 GiB."""
-    c = model.config
-    itemsize = jnp.dtype(c.compute_dtype).itemsize
-    return 3 * c.n_layers * c.n_heads * n * n * itemsize > _REMAT_BYTES
-
-
 def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
     """Zero rows appended so the leading axis divides evenly over the devices."""
     pad = -x.shape[0] % multiple
@@ -96,42 +81,14 @@ def _pad_rows(x: jax.Array, multiple: int) -> jax.Array:
 
 
 def _sharded_vjps(graphdef, state, v, cot, *, mesh, start, stop, final_norm, freeze, chunk,
-                  reduce, remat):
-    """cot [R, d_out] (R divisible by the mesh size) -> per-row results, rows sharded.
-
-    reduce: "none" (u^T J: [R, n, m]), "sq" (sum_m (u^T J)^2: [R, n]), "abs" (sum_m |u^T J|:
-    [R, n]).
-    """
+                  reduce, plan):
+    """cot [R, d_out] (R divisible by the mesh size) -> `vjp_rows` per row, rows sharded."""
 
     def local(state, v, cot):
         model = nnx.merge(graphdef, state)
-
-        def f(x):
-            return last_state(model, x, start_layer=start, stop_layer=stop,
-                              final_norm=final_norm, freeze_attention=freeze, remat=remat)
-
-        def row(vjp, u):
-            g = vjp(u)[0]  # [n, m]
-            if reduce == "sq":
-                return jnp.sum(g * g, axis=-1)
-            if reduce == "abs":
-                return jnp.sum(jnp.abs(g), axis=-1)
-            return g
-
-        if not remat:
-            _, vjp = jax.vjp(f, v)
-            return batched_map(functools.partial(row, vjp), cot, chunk)
-
-        # With checkpointed layers the recomputation inside the chunk loop depends only on
-        # loop-invariant values, and XLA hoists it out of the loop, saving every layer's
-        # [h, n, n] tensors after all. Tying v to the chunk's cotangents through an
-        # optimisation barrier keeps the linearisation inside the loop body.
-        def chunk_fn(us):
-            vb, _ = jax.lax.optimization_barrier((v, us))
-            _, vjp = jax.vjp(f, vb)
-            return jax.vmap(functools.partial(row, vjp))(us)
-
-        return batched_map_chunks(chunk_fn, cot, chunk)
+        return vjp_rows(model, v, cot, start_layer=start, stop_layer=stop,
+                        final_norm=final_norm, freeze_attention=freeze, chunk=chunk,
+                        reduce=reduce, plan=plan)
 
     # check_vma=False: the replicated forward's output is device-invariant while each
     # device's cotangents vary; the VJP of an invariant output by a varying cotangent is
@@ -141,42 +98,31 @@ def _sharded_vjps(graphdef, state, v, cot, *, mesh, start, stop, final_norm, fre
     )(state, v, cot)
 
 
-def batched_map_chunks(fn, xs: jax.Array, chunk: int) -> jax.Array:
-    """fn over xs [R, ...] in chunks of `chunk` rows (fn takes and returns a chunk), a
-    scan over zero-padded chunks; the padded rows' results are dropped."""
-    count = xs.shape[0]
-    n_chunks = -(-count // chunk)
-    pad = n_chunks * chunk - count
-    xs = jnp.concatenate([xs, jnp.zeros((pad, *xs.shape[1:]), xs.dtype)]) if pad else xs
-    out = jax.lax.map(fn, xs.reshape(n_chunks, chunk, *xs.shape[1:]))
-    return out.reshape(n_chunks * chunk, *out.shape[2:])[:count]
-
-
 _SHARDED_VJPS = kernel_pair(
     _sharded_vjps,
-    ("graphdef", "mesh", "start", "stop", "final_norm", "freeze", "chunk", "reduce", "remat"),
+    ("graphdef", "mesh", "start", "stop", "final_norm", "freeze", "chunk", "reduce", "plan"),
 )
 
 
 def _run_rows(model, v, cot, *, mesh, wrt_layer, stop, final_norm, freeze_attention,
-              chunk_size, reduce, remat):
+              chunk_size, reduce, query_block, remat):
     """Shared driver: pad the rows, pick the chunk, place the inputs, run, drop the pad."""
     mesh = _check_mesh(mesh)
     n = v.shape[0]
     count = cot.shape[0]
     cot = _pad_rows(cot, mesh.size)
     per_device = cot.shape[0] // mesh.size
-    chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, per_device)
+    plan = memory_plan(model, n, stop - wrt_layer, query_block=query_block, remat=remat)
+    chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, per_device, plan)
     chunk = min(chunk, per_device)
-    if remat is None:
-        remat = auto_remat(model, n)
     graphdef, state = nnx.split(model)
     state = jax.device_put(state, replicated(mesh))
     v = jax.device_put(v, replicated(mesh))
     cot = jax.device_put(cot, batch_sharded(mesh))
-    out = pick_kernel(_SHARDED_VJPS, model, n)(graphdef, state, v, cot, mesh=mesh, start=wrt_layer, stop=stop,
-                        final_norm=final_norm, freeze=bool(freeze_attention), chunk=chunk,
-                        reduce=reduce, remat=bool(remat))
+    out = pick_kernel(_SHARDED_VJPS, model, n)(
+        graphdef, state, v, cot, mesh=mesh, start=wrt_layer, stop=stop, final_norm=final_norm,
+        freeze=bool(freeze_attention), chunk=chunk, reduce=reduce, plan=plan,
+    )
     return out[:count]
 
 
@@ -189,7 +135,8 @@ def sharded_last_token_jacobian(
     of_layer: int | None = None,
     freeze_attention: bool = False,
     chunk_size: int | None = None,
-    remat: bool | None = False,
+    query_block: int | str | None = "auto",
+    remat: bool | None = None,
 ) -> jax.Array:
     """d y_n / d v_i^(wrt_layer) for every i, its d_out VJPs split over the mesh (R7, R11).
 
@@ -201,7 +148,7 @@ def sharded_last_token_jacobian(
         mesh: from `device_mesh` (None: all devices).
         wrt_layer, of_layer, freeze_attention: as in `last_token_jacobian`.
         chunk_size: VJPs batched together on each device (None: automatic).
-        remat: checkpoint every layer (None: `auto_remat`).
+        query_block, remat: memory switches, as in `last_token_jacobian`.
     Returns:
         [d_out, n, d_in], sharded over d_out.
     """
@@ -215,7 +162,8 @@ def sharded_last_token_jacobian(
     eye = jnp.eye(c.d_model, dtype=v.dtype)  # one cotangent per output coordinate
     return _run_rows(model, v, eye, mesh=mesh, wrt_layer=wrt_layer, stop=stop,
                      final_norm=of_layer is None, freeze_attention=freeze_attention,
-                     chunk_size=chunk_size, reduce="none", remat=remat)
+                     chunk_size=chunk_size, reduce="none", query_block=query_block,
+                     remat=remat)
 
 
 def sharded_sensitivity_profile(
@@ -227,6 +175,7 @@ def sharded_sensitivity_profile(
     wrt_layer: int = 0,
     freeze_attention: bool = False,
     chunk_size: int | None = None,
+    query_block: int | str | None = "auto",
     remat: bool | None = None,
 ) -> jax.Array:
     """||d y_n / d v_i^(wrt_layer)|| for every position i, over the mesh (R7, R11).
@@ -240,7 +189,7 @@ def sharded_sensitivity_profile(
             `analysis.sensitivity.sensitivity_profile`.
         norm: "fro", "spectral", "l1" or "linf".
         mesh: from `device_mesh` (None: all devices).
-        remat: checkpoint every layer (None: `auto_remat`).
+        query_block, remat: memory switches, as in `last_token_jacobian`.
     Returns:
         [n] sensitivities.
     """
@@ -251,14 +200,15 @@ def sharded_sensitivity_profile(
     if norm in ("l1", "spectral"):
         jac = sharded_last_token_jacobian(
             model, inputs, mesh=mesh, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
-            chunk_size=chunk_size, remat=remat,
+            chunk_size=chunk_size, query_block=query_block, remat=remat,
         )
         return block_norms(jac, norm)
     v = states_at_layer(model, inputs, wrt_layer)
     eye = jnp.eye(c.d_model, dtype=v.dtype)
     rows = _run_rows(model, v, eye, mesh=mesh, wrt_layer=wrt_layer, stop=c.n_layers,
                      final_norm=True, freeze_attention=freeze_attention, chunk_size=chunk_size,
-                     reduce="sq" if norm == "fro" else "abs", remat=remat)  # [d_out, n]
+                     reduce="sq" if norm == "fro" else "abs", query_block=query_block,
+                     remat=remat)  # [d_out, n]
     # Row k of J_i is e_k^T J_i: Frobenius^2 sums the rows' squares; inf-norm is the
     # largest row abs-sum.
     return jnp.sqrt(rows.sum(0)) if norm == "fro" else rows.max(0)
@@ -275,6 +225,7 @@ def sharded_estimate_sensitivity(
     wrt_layer: int = 0,
     freeze_attention: bool = False,
     chunk_size: int | None = None,
+    query_block: int | str | None = "auto",
     remat: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Hutchinson estimate of ||d y_n / d v_i||_F^2 (R11), its probes split over the mesh.
@@ -286,7 +237,7 @@ def sharded_estimate_sensitivity(
         model, inputs, n_probes, seed, squared, wrt_layer, freeze_attention, chunk_size:
             as in `estimate_sensitivity`.
         mesh: from `device_mesh` (None: all devices).
-        remat: checkpoint every layer (None: `auto_remat`).
+        query_block, remat: memory switches, as in `last_token_jacobian`.
     Returns:
         (estimate [n], standard error [n]).
     """
@@ -299,7 +250,8 @@ def sharded_estimate_sensitivity(
     probes = jax.random.normal(jax.random.key(seed), (n_probes, c.d_model), v.dtype)
     samples = _run_rows(model, v, probes, mesh=mesh, wrt_layer=wrt_layer, stop=c.n_layers,
                         final_norm=True, freeze_attention=freeze_attention,
-                        chunk_size=chunk_size, reduce="sq", remat=remat)  # [k, n]
+                        chunk_size=chunk_size, reduce="sq", query_block=query_block,
+                        remat=remat)  # [k, n]
     mean = samples.mean(0)
     stderr = samples.std(0, ddof=1) / jnp.sqrt(n_probes)
     if squared:

@@ -380,3 +380,51 @@ def test_randomized_helper_really_changes_norm_parameters():
     model = randomized(Decoder(TransformerConfig.tiny(**F32), rngs=nnx.Rngs(0)), seed=1)
     scale = np.asarray(model.blocks[0].attn_norm.scale[...])
     assert np.abs(scale - 1.0).max() > 0.01
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(pos_encoding="alibi", n_kv_heads=1), dict(window=(3, None)),
+     dict(causal=False, pos_encoding="learned"),
+     dict(attn_logit_softcap=0.5, norm_placement="sandwich", norm="rmsnorm")],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default",
+)
+def test_query_blocks_give_the_same_numbers_and_gradients(overrides):
+    model = make_model(seed=9, **{**F64, **overrides})
+    tokens = jnp.stack([jnp.asarray(TOKENS), jnp.asarray(TOKENS[::-1])])  # [2, 11]
+    v0 = model.embed(tokens)
+
+    def y(v, block, freeze=False):
+        return model.forward_from_embeddings(v, query_block=block, freeze_attention=freeze).y
+
+    whole = np.asarray(y(v0, None))
+    for block in (1, 3, 4, 11, 50):  # 4 leaves a ragged last block; >= n is a no-op
+        np.testing.assert_allclose(np.asarray(y(v0, block)), whole, atol=1e-12, rtol=0)
+    for freeze in (False, True):
+        loss = lambda v, b: jnp.sum(jnp.sin(y(v, b, freeze)))  # noqa: E731
+        g_whole = np.asarray(jax.grad(loss)(v0, None))
+        g_block = np.asarray(jax.grad(loss)(v0, 3))
+        np.testing.assert_allclose(g_block, g_whole, atol=1e-11, rtol=0)
+
+
+def test_query_blocks_attend_to_cached_context_like_whole_attention():
+    model = make_model(seed=10, **F64)
+    tokens = jnp.asarray(TOKENS)
+    _, cache = model.decode(tokens[:5], model.init_cache(1, 16))
+    positions = jnp.arange(5, 11)[None]
+    valid = jnp.arange(16)[None] < 5
+    v = model.embed(tokens[None, 5:], positions)
+    run = lambda block: model.forward_from_embeddings(  # noqa: E731
+        v, positions=positions, context=(cache.keys, cache.values, valid), query_block=block
+    ).y
+    np.testing.assert_allclose(np.asarray(run(4)), np.asarray(run(None)), atol=1e-12, rtol=0)
+
+
+def test_query_block_rejects_capture_and_bad_sizes():
+    model = make_model(seed=0, **F64)
+    v0 = model.embed(jnp.asarray(TOKENS))
+    with pytest.raises(ValueError, match="capture"):
+        model.forward_from_embeddings(v0, capture=True, query_block=4)
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="query_block"):
+            model.forward_from_embeddings(v0, query_block=bad)

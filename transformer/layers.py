@@ -243,6 +243,7 @@ class Attention(nnx.Module):
         context: tuple[jax.Array, jax.Array, jax.Array] | None = None,
         *,
         freeze_attention: bool = False,
+        query_block: int | None = None,
     ):
         """Attend from new tokens to cached context keys and to themselves.
 
@@ -252,11 +253,16 @@ class Attention(nnx.Module):
             context: optional (keys [b', s, g, d], values [b', s, g, d], valid [b, s]) of
                 earlier tokens (b' = b or 1); slot j holds position j.
             freeze_attention: hold the pattern constant under differentiation (R7).
+            query_block: when set and t > query_block, attend `query_block` queries at a
+                time, each block rematerialised under differentiation, so neither the
+                forward pass nor a VJP ever holds more than [b, h, query_block, k] scores
+                (memory linear in t instead of quadratic). The numbers are the same; the
+                scores and pattern are then not returned (None).
         Returns:
             (out [b, t, m], new keys [b, t, g, d], new values [b, t, g, d],
-             scores [b, h, t, k], pattern [b, h, t, k]) with k = s + t.
+             scores [b, h, t, k] or None, pattern [b, h, t, k] or None) with k = s + t.
         """
-        c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
+        dt, prec = self.config.compute_dtype, self.config.precision
         b, t, _ = x.shape
         q = self.project_q(x, positions)
         k_new, v_new = self.project_kv(x, positions)
@@ -273,6 +279,23 @@ class Attention(nnx.Module):
             k_pos = jnp.concatenate([ctx_pos, positions], axis=1)  # [b, s + t]
             k_valid = jnp.concatenate([valid_ctx, k_valid], axis=1)
 
+        keys = (k_all, v_all, k_pos, k_valid)
+        if query_block is not None and t > query_block:
+            mixed = self._attend_blocked(q, positions, keys, freeze_attention, query_block)
+            scores = pattern = None
+        else:
+            mixed, scores, pattern = self._attend(q, positions, keys, freeze_attention)
+        out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo[...].astype(dt), precision=prec)
+        if self.bo is not None:
+            out = out + self.bo[...].astype(dt)
+        return out, k_new, v_new, scores, pattern
+
+    def _attend(self, q, positions, keys, freeze_attention: bool):
+        """Queries q [b, t, h, d] at positions [b, t] against keys = (k_all, v_all [b, k, g, d],
+        k_pos [b, k], k_valid [b, k]) -> (mixed [b, t, h, d], scores, pattern [b, h, t, k])."""
+        c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
+        k_all, v_all, k_pos, k_valid = keys
+        b, t = positions.shape
         g, r = c.n_kv_heads, c.n_groups
         qg = q.reshape(b, t, g, r, c.d_head)  # [b, q, g, r, d]
         scores = jnp.einsum("bqgrd,bkgd->bgrqk", qg, k_all, precision=prec)
@@ -295,11 +318,31 @@ class Attention(nnx.Module):
 
         pg = pattern.astype(dt).reshape(b, g, r, t, k_all.shape[1])  # [b, g, r, q, k]
         mixed = jnp.einsum("bgrqk,bkgd->bqgrd", pg, v_all, precision=prec)
-        mixed = mixed.reshape(b, t, c.n_heads, c.d_head)  # [b, q, h, d]
-        out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo[...].astype(dt), precision=prec)
-        if self.bo is not None:
-            out = out + self.bo[...].astype(dt)
-        return out, k_new, v_new, scores, pattern
+        return mixed.reshape(b, t, c.n_heads, c.d_head), scores, pattern
+
+    def _attend_blocked(self, q, positions, keys, freeze_attention: bool, block: int):
+        """`_attend`'s mixed values [b, t, h, d], `block` queries at a time.
+
+        A `lax.map` over query blocks whose body is `jax.checkpoint`ed: a VJP saves only the
+        block's queries and recomputes its [b, h, block, k] pattern in the backward pass.
+        Rows past t (padding to a whole number of blocks) repeat the last position and are
+        dropped.
+        """
+        b, t, h, d = q.shape
+        n_blocks = -(-t // block)
+        pad = n_blocks * block - t
+        if pad:
+            q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+            positions = jnp.pad(positions, ((0, 0), (0, pad)), mode="edge")
+        q_blocks = q.reshape(b, n_blocks, block, h, d).swapaxes(0, 1)  # [nb, b, B, h, d]
+        pos_blocks = positions.reshape(b, n_blocks, block).swapaxes(0, 1)  # [nb, b, B]
+
+        @jax.checkpoint
+        def one_block(qp):
+            return self._attend(qp[0], qp[1], keys, freeze_attention)[0]
+
+        mixed = jax.lax.map(one_block, (q_blocks, pos_blocks))  # [nb, b, B, h, d]
+        return mixed.swapaxes(0, 1).reshape(b, n_blocks * block, h, d)[:, :t]
 
 
 # ---- MLP ---------------------------------------------------------------------------------

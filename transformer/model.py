@@ -89,24 +89,22 @@ class Block(nnx.Module):
         else:
             self.attn_post_norm = self.mlp_post_norm = None
 
-    def __call__(self, v, positions, context=None, *, freeze_attention=False):
-        """v: [b, t, m] -> (v_next [b, t, m], z [b, t, m], keys, values, scores, pattern)."""
+    def __call__(self, v, positions, context=None, *, freeze_attention=False, query_block=None):
+        """v: [b, t, m] -> (v_next [b, t, m], z [b, t, m], keys, values, scores, pattern).
+
+        query_block: see `Attention.__call__` (scores and pattern are None when it applies).
+        """
+        options = dict(freeze_attention=freeze_attention, query_block=query_block)
         if self.placement == "pre":
-            a, k, val, scores, pattern = self.attn(
-                self.attn_norm(v), positions, context, freeze_attention=freeze_attention
-            )
+            a, k, val, scores, pattern = self.attn(self.attn_norm(v), positions, context, **options)
             z = v + a
             v_next = z + self.mlp(self.mlp_norm(z))
         elif self.placement == "post":
-            a, k, val, scores, pattern = self.attn(
-                v, positions, context, freeze_attention=freeze_attention
-            )
+            a, k, val, scores, pattern = self.attn(v, positions, context, **options)
             z = self.attn_norm(v + a)
             v_next = self.mlp_norm(z + self.mlp(z))
         else:  # sandwich
-            a, k, val, scores, pattern = self.attn(
-                self.attn_norm(v), positions, context, freeze_attention=freeze_attention
-            )
+            a, k, val, scores, pattern = self.attn(self.attn_norm(v), positions, context, **options)
             z = v + self.attn_post_norm(a)
             v_next = z + self.mlp_post_norm(self.mlp(self.mlp_norm(z)))
         return v_next, z, k, val, scores, pattern
@@ -253,6 +251,7 @@ class Decoder(nnx.Module):
         stop_layer: int | None = None,
         positions=None,
         context: tuple[Any, Any, Any] | None = None,
+        query_block: int | None = None,
     ) -> ForwardResult:
         """Run layers [start_layer, stop_layer) on v^(start_layer), then the final norm.
 
@@ -270,6 +269,9 @@ class Decoder(nnx.Module):
             positions: [n] or [b, n] positions (default 0..n-1).
             context: keys [L, b', s, g, d], values [L, b', s, g, d] and valid [b, s] of
                 earlier tokens to attend to (what the KV cache provides).
+            query_block: attend this many queries at a time (long contexts: attention
+                memory linear in n, also under differentiation; see `Attention.__call__`).
+                Same numbers; cannot be combined with capture, which keeps the patterns.
         Returns:
             `ForwardResult` (batch axis dropped for unbatched input).
         """
@@ -281,6 +283,16 @@ class Decoder(nnx.Module):
             raise ValueError(f"v0 has width {v0.shape[-1]} but d_model={c.d_model}")
         if not jnp.issubdtype(v0.dtype, jnp.floating):
             raise ValueError(f"v0 must be floating point, got dtype {v0.dtype}")
+        if query_block is not None:
+            if not isinstance(query_block, int) or isinstance(query_block, bool) or query_block < 1:
+                raise ValueError(
+                    f"query_block must be a positive integer or None, got {query_block!r}"
+                )
+            if capture:
+                raise ValueError(
+                    "capture=True keeps the full [h, n, k] attention patterns, which "
+                    "query_block exists to avoid; use one or the other"
+                )
         stop = c.n_layers if stop_layer is None else stop_layer
         if not 0 <= start_layer <= stop <= c.n_layers:
             raise ValueError(
@@ -298,7 +310,7 @@ class Decoder(nnx.Module):
             if context is not None:
                 layer_context = (context[0][layer], context[1][layer], context[2])
             v_next, z, k, val, scores, pattern = self.blocks[layer](
-                v, pos, layer_context, freeze_attention=freeze_attention
+                v, pos, layer_context, freeze_attention=freeze_attention, query_block=query_block
             )
             keys.append(k)
             values.append(val)
