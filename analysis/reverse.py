@@ -96,14 +96,15 @@ def auto_chunk(model, n: int, n_layers: int, count: int, plan: MemoryPlan, budge
     """Cotangents per chunk whose backward temporaries fit `budget` bytes (rough estimate).
 
     Per cotangent: the attention backward holds ~3 [h, q, n] tensors (q = the query block,
-    or n), the MLP and projections ~6 [n, d_model + 2 d_mlp] ones, and a plain VJP keeps the
-    cotangent state of every layer.
+    or n), the MLP and projections ~6 [n, d_model + 2 d_mlp] ones, and a VJP without remat
+    keeps the cotangent state of every layer.
     """
     c = model.config
     itemsize = jnp.dtype(c.compute_dtype).itemsize
     rows = plan.query_block or n
     per_item = itemsize * (3 * c.n_heads * rows * n + 6 * n * (c.d_model + 2 * c.d_mlp)) * 2
-    per_item += itemsize * max(n_layers, 1) * n * c.d_model
+    if not plan.remat:
+        per_item += itemsize * max(n_layers, 1) * n * c.d_model
     chunk = int(max(1, min(count, budget // per_item)))
     return even_chunk(chunk, count)
 

@@ -1,10 +1,11 @@
 """Long contexts (R11 at scale): sensitivity profiles of the SmolLM2-135M config (random
 weights) at n = 8192 and beyond on one device, and the peak memory per n.
 
-- estimate: `analysis.sharding.sharded_estimate_sensitivity` (Hutchinson, k probes, every
-  layer checkpointed) at each n of --n;
+- estimate: `analysis.sharding.sharded_estimate_sensitivity` (Hutchinson, k probes, the
+  automatic long-context plan: query blocks, layer-by-layer remat) at each n of --n, with
+  the process's peak memory after it;
 - exact: the exact Frobenius profile `sharded_sensitivity_profile` (d_model VJPs, rows
-  reduced as produced, checkpointed) at the smallest n, compared with the estimate;
+  reduced as produced) at the smallest n, compared with the estimate;
 - memory: peak memory of the estimate (2 probes, chunk 1) per n of --memory-n, each in a
   fresh subprocess (bench_memory's worker), the growth exponent p of peak ~ n^p, and the
   largest n that fits a memory size extrapolated from the measured points.
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.bench_memory import fit_exponent, run_case
+from benchmarks.bench_memory import _peak_bytes, fit_exponent, run_case
 from benchmarks.common import parse_common, table, write_json
 
 
@@ -44,6 +45,8 @@ def largest_n(ns, peaks, budget_bytes: float) -> float | None:
     if len(pts) < 2:
         return None
     slope, icpt = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)
+    if slope <= 0.05:  # flat (fixed costs dominate, e.g. smoke sizes): no extrapolation
+        return None
     return float(np.exp((np.log(budget_bytes) - icpt) / slope))
 
 
@@ -53,6 +56,8 @@ def main(argv=None):
     parser.add_argument("--probes", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=None, help="estimate chunk (None: auto)")
     parser.add_argument("--exact-chunk", type=int, default=None)
+    parser.add_argument("--no-exact", action="store_true",
+                        help="skip the exact profile (d_model VJPs) at the smallest n")
     parser.add_argument("--memory-n", type=int, nargs="*", default=None,
                         help="n for the peak-memory points (default: --n)")
     args = parser.parse_args(argv)
@@ -77,18 +82,20 @@ def main(argv=None):
         est, err = jax.block_until_ready(sharded_estimate_sensitivity(
             model, v0, n_probes=probes, mesh=mesh, chunk_size=args.chunk))
         rec = dict(n=n, kind=f"estimate k={probes}", seconds_incl_compile=time.perf_counter() - t0,
+                   process_peak_GiB=_peak_bytes() / 2**30,
                    finite=bool(np.isfinite(np.asarray(est)).all()),
                    first=float(est[0]), last=float(est[-1]), median=float(jnp.median(est)))
         records.append(rec)
         rows.append(rec)
         print(table(rows[-1:], list(rec)), flush=True)
-        if i == 0:  # the exact profile at the smallest n, against the estimate
+        if i == 0 and not args.no_exact:  # the exact profile at the smallest n, vs the estimate
             t0 = time.perf_counter()
             exact = jax.block_until_ready(sharded_sensitivity_profile(
                 model, v0, mesh=mesh, chunk_size=args.exact_chunk))
             sq = np.asarray(exact) ** 2
             z = np.abs(np.asarray(est) - sq) / np.maximum(np.asarray(err), 1e-30)
             rec = dict(n=n, kind="exact fro", seconds_incl_compile=time.perf_counter() - t0,
+                       process_peak_GiB=_peak_bytes() / 2**30,
                        finite=bool(np.isfinite(sq).all()), first=float(sq[0]),
                        last=float(sq[-1]), median=float(np.median(sq)),
                        estimate_within_3_stderr=float((z < 3).mean()))
@@ -109,10 +116,12 @@ def main(argv=None):
         largest_n_extrapolated=largest_n([r["n"] for r in ok], peaks, budget),
     )
     mrows = [dict(n=r["n"], peak_GiB=r.get("peak_bytes", 0) / 2**30,
+                  xla_temp_GiB=r.get("xla_temp_bytes", 0) / 2**30,
                   seconds=r.get("seconds_incl_compile"), error=(r.get("error") or "")[-80:])
              for r in mem]
-    print(table(mrows, list(mrows[0])))
-    print("memory fit:", fit)
+    if mrows:
+        print(table(mrows, list(mrows[0])))
+        print("memory fit:", fit)
     path = write_json(
         "long_context_smoke" if args.smoke else "long_context",
         dict(config=str(model.config), profiles=records, memory=mem, memory_fit=fit,

@@ -132,7 +132,8 @@ def worker(case: str, n: int, chunk: int, smoke: bool, xla_only: bool = False) -
     model, v0 = _setup(case, n, smoke)
     call, kernel = case_call(case, model, v0, chunk, smoke)
     analysis = kernel().memory_analysis()
-    rec = dict(case=case, n=n, chunk=chunk, platform=jax.devices()[0].platform,
+    rec = dict(case=case, n=n, chunk=1 if case == "estimate-135m" else chunk,
+               platform=jax.devices()[0].platform,
                xla_temp_bytes=int(analysis.temp_size_in_bytes),
                xla_output_bytes=int(analysis.output_size_in_bytes),
                xla_argument_bytes=int(analysis.argument_size_in_bytes))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One GPU benchmark pass (< 5 minutes on one H100): Jacobian vs torch jacrev, FLOP rate
-# against a measured float32 matmul, and the long-context sensitivity profile of the
-# SmolLM2-135M config (random weights) at n = 8192, with peak GPU memory per n.
+# One GPU benchmark pass (meant to take < 5 minutes on one H100): Jacobian vs torch jacrev,
+# FLOP rate against a measured float32 matmul, the long-context sensitivity estimate of the
+# SmolLM2-135M config (random weights) at n = 8192 with its peak GPU memory, and XLA's
+# buffer assignment (compile only) of that estimate at n = 8192 and 65536.
 #
 # Usage (repository root):  bash benchmarks/gpu_run.sh
 #   OUT=/some/dir            where the JSON goes (default benchmarks/results/gpu)
@@ -44,13 +45,18 @@ if [ -n "$SMOKE" ]; then
   step jacobian 120 "$PY" -m benchmarks.bench_jacobian --smoke --out "$OUT"
   step flops 120 "$PY" -m benchmarks.bench_flops --smoke --out "$OUT" --repeats 1
   step long_context 300 "$PY" -m benchmarks.bench_long_context --smoke --out "$OUT"
+  step memory_xla 120 "$PY" -m benchmarks.bench_memory --smoke --xla-only --cases estimate-135m \
+    --name memory_xla_smoke --out "$OUT"
 else
-  # Sized from one H200 run: ~25 s compile per Jacobian size, ~90 s for the n = 8192 estimate.
-  step jacobian 80 "$PY" -m benchmarks.bench_jacobian --n 128 256 --torch-max-n 256 \
+  # Sized from one H200 run (~25 s compile per Jacobian size, ~90 s for the n = 8192
+  # estimate before the memory plan); not yet re-timed on a GPU.
+  step jacobian 75 "$PY" -m benchmarks.bench_jacobian --n 128 256 --torch-max-n 256 \
     --no-naive --out "$OUT"
-  step flops 60 "$PY" -m benchmarks.bench_flops --n 256 --chunks 0 --matmul 8192 --out "$OUT"
-  step long_context 140 "$PY" -m benchmarks.bench_long_context --n 8192 --memory-n 8192 \
+  step flops 45 "$PY" -m benchmarks.bench_flops --n 256 --chunks 0 --matmul 8192 --out "$OUT"
+  step long_context 100 "$PY" -m benchmarks.bench_long_context --n 8192 --no-exact --memory-n \
     --out "$OUT"
+  step memory_xla 60 "$PY" -m benchmarks.bench_memory --xla-only --cases estimate-135m \
+    --ns 8192 65536 --name gpu_memory_xla --out "$OUT"
 fi
 echo; echo "JSON in $OUT:"; ls -l "$OUT"
 exit $status

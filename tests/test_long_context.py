@@ -11,12 +11,12 @@ from flax import nnx
 from analysis.jacobian import last_token_jacobian
 from analysis.reverse import MemoryPlan, _after, memory_plan
 from analysis.sensitivity import _ROWS, estimate_sensitivity, sensitivity_profile
-from tests.test_jacobian import F64, full_jacrev, small_model
+from tests.test_jacobian import full_jacrev, small_model
 from transformer import Decoder, TransformerConfig
 
 jax.config.update("jax_enable_x64", True)
 
-PLANS = [(None, False), (3, False), (None, True), (4, True), (64, True)]
+PLANS = [(3, False), (None, True), (4, True)]  # (None, False) is the tested plain path
 
 
 @pytest.mark.parametrize(

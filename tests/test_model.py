@@ -398,7 +398,7 @@ def test_query_blocks_give_the_same_numbers_and_gradients(overrides):
         return model.forward_from_embeddings(v, query_block=block, freeze_attention=freeze).y
 
     whole = np.asarray(y(v0, None))
-    for block in (1, 3, 4, 11, 50):  # 4 leaves a ragged last block; >= n is a no-op
+    for block in (1, 4, 50):  # 4 leaves a ragged last block; >= n is a no-op
         np.testing.assert_allclose(np.asarray(y(v0, block)), whole, atol=1e-12, rtol=0)
     for freeze in (False, True):
         loss = lambda v, b: jnp.sum(jnp.sin(y(v, b, freeze)))  # noqa: E731

@@ -55,6 +55,10 @@ out["jac_remat_layer1_rel"] = diff(
     sharding.sharded_last_token_jacobian(model, tokens, mesh=mesh, wrt_layer=1, of_layer=2,
                                          remat=True, chunk_size=3),
     last_token_jacobian(model, tokens, wrt_layer=1, of_layer=2, mode="reverse", chunk_size=3))
+# The long-context plan (query blocks, layer-by-layer remat) on every device.
+out["jac_blocked_remat_rel"] = diff(
+    sharding.sharded_last_token_jacobian(model, tokens, mesh=mesh, query_block=4, remat=True,
+                                         chunk_size=3), ref)
 
 # Finite differences of y_n against one input coordinate (independent of any VJP).
 v0 = model.embed(tokens)
@@ -105,9 +109,9 @@ def test_eight_devices(sharded_results):
 
 @pytest.mark.parametrize(
     "key",
-    ["jac_rel", "jac_remat_layer1_rel", "profile_fro_rel", "profile_linf_rel",
-     "profile_l1_rel", "profile_spectral_rel", "est_rel", "err_rel", "sweep_rel",
-     "sweep_star_rel"],
+    ["jac_rel", "jac_remat_layer1_rel", "jac_blocked_remat_rel", "profile_fro_rel",
+     "profile_linf_rel", "profile_l1_rel", "profile_spectral_rel", "est_rel", "err_rel",
+     "sweep_rel", "sweep_star_rel"],
 )
 def test_sharded_equals_one_device(sharded_results, key):
     assert sharded_results[key] <= 1e-6, (key, sharded_results[key])
