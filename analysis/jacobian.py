@@ -152,6 +152,7 @@ def _jacobian_kernel(
         return last_state(
             model, x, start_layer=start_layer, stop_layer=stop_layer, final_norm=final_norm,
             freeze_attention=freeze_attention, query_block=plan.query_block,
+            causal_blocks=plan.causal_blocks,
         )
 
     y, jvp = jax.linearize(f, v)

@@ -21,40 +21,53 @@ from flax import nnx
 from benchmarks.common import median_time, parse_common, table, write_json
 
 
-def layer_forward_flops(c, n: int, queries: int) -> float:
+def attended_pairs(n: int, queries: int, causal_blocks: int = 1) -> int:
+    """(query, key) pairs whose score the attention computes: every key for each of the last
+    `queries` queries, or, with causal query blocks (queries = n), each block's queries
+    against the keys up to the block's end (`transformer.layers.Attention`)."""
+    if causal_blocks <= 1 or queries != n or n < causal_blocks:
+        return queries * n
+    size = -(-n // causal_blocks)
+    return sum((min(n, s + size) - s) * min(n, s + size) for s in range(0, n, size))
+
+
+def layer_forward_flops(c, n: int, queries: int, causal_blocks: int = 1) -> float:
     """Multiply-add FLOPs (2 per MAC) of one layer: n keys/values, `queries` query rows."""
     m, h, g, d, f = c.d_model, c.n_heads, c.n_kv_heads or c.n_heads, c.d_head, c.d_mlp
     mlp_mats = 3 if c.gated else 2
+    pairs = attended_pairs(n, queries, causal_blocks)
     return (
         2 * queries * m * h * d  # Q projection
         + 2 * n * m * 2 * g * d  # K, V projections
-        + 2 * 2 * h * queries * n * d  # scores Q K^T and mix P V
+        + 2 * 2 * h * pairs * d  # scores Q K^T and mix P V
         + 2 * queries * h * d * m  # output projection
         + 2 * queries * m * f * mlp_mats  # MLP
     )
 
 
-def layer_vjp_flops(c, n: int, queries: int) -> float:
+def layer_vjp_flops(c, n: int, queries: int, causal_blocks: int = 1) -> float:
     """FLOPs of one VJP through one layer, w.r.t. its input only: every linear map once
     (g W^T), each attention product twice (both of its operands depend on the input)."""
     m, h, g, d, f = c.d_model, c.n_heads, c.n_kv_heads or c.n_heads, c.d_head, c.d_mlp
     mlp_mats = 3 if c.gated else 2
     linear = 2 * queries * m * h * d + 2 * n * m * 2 * g * d + 2 * queries * h * d * m
     linear += 2 * queries * m * f * mlp_mats
-    attention = 2 * (2 * 2 * h * queries * n * d)
+    attention = 2 * (2 * 2 * h * attended_pairs(n, queries, causal_blocks) * d)
     return linear + attention
 
 
-def jacobian_flops(c, n: int, d_out: int | None = None) -> dict:
+def jacobian_flops(c, n: int, d_out: int | None = None, causal_blocks: int = 1) -> dict:
     """FLOPs of `last_token_jacobian` (reverse mode, wrt_layer 0, to y_n): forward + d_out VJPs.
 
+    causal_blocks: the plan's causal query blocks (`analysis.reverse.memory_plan`): the
+    attention products of the layers before the last are counted over the pairs computed.
     Returns:
         {"forward", "per_vjp", "total"}.
     """
     d_out = c.d_model if d_out is None else d_out
-    L = c.n_layers
-    fwd = (L - 1) * layer_forward_flops(c, n, n) + layer_forward_flops(c, n, 1)
-    vjp = (L - 1) * layer_vjp_flops(c, n, n) + layer_vjp_flops(c, n, 1)
+    L, cb = c.n_layers, causal_blocks
+    fwd = (L - 1) * layer_forward_flops(c, n, n, cb) + layer_forward_flops(c, n, 1)
+    vjp = (L - 1) * layer_vjp_flops(c, n, n, cb) + layer_vjp_flops(c, n, 1)
     return dict(forward=float(fwd), per_vjp=float(vjp), total=float(fwd + d_out * vjp))
 
 
@@ -76,6 +89,7 @@ def main(argv=None):
     parser.add_argument("--matmul", type=int, default=2048)
     args = parser.parse_args(argv)
     from analysis.jacobian import last_token_jacobian, states_at_layer
+    from analysis.reverse import memory_plan
     from benchmarks.bench_sweep import bench_config
     from transformer.model import Decoder
 
@@ -88,16 +102,22 @@ def main(argv=None):
     for n in ns:
         tokens = jnp.asarray(np.random.default_rng(n).integers(0, c.vocab_size, n), jnp.int32)
         v0 = jax.block_until_ready(states_at_layer(model, tokens, 0))
-        flops = jacobian_flops(c, n)
+        plan = memory_plan(model, n, c.n_layers)  # what last_token_jacobian will run
+        flops = jacobian_flops(c, n, causal_blocks=plan.causal_blocks)
         for chunk in chunks:
             t = median_time(
                 lambda: last_token_jacobian(model, v0, chunk_size=chunk or None, mode="reverse"),
                 repeats=args.repeats, warmup=1,
             )
+            # The matmul again, right after: the machine is shared and its speed drifts, so
+            # each case is also compared with the matmul rate measured beside it.
+            near = matmul_rate(256 if args.smoke else args.matmul, args.repeats)
             rate = flops["total"] / t["median_s"]
             rec = dict(n=n, chunk=chunk or "auto", seconds=t["median_s"], gflop=flops["total"] / 1e9,
-                       gflops_per_s=rate / 1e9, fraction_of_matmul=rate / peak["flops_per_s"])
-            records.append(dict(rec, flops=flops, times_s=t["times_s"]))
+                       gflops_per_s=rate / 1e9, fraction_of_matmul=rate / peak["flops_per_s"],
+                       fraction_of_matmul_beside=rate / near["flops_per_s"])
+            records.append(dict(rec, flops=flops, times_s=t["times_s"], matmul_beside=near,
+                                causal_blocks=plan.causal_blocks))
             rows.append(rec)
             print(table(rows[-1:], list(rec)), flush=True)
     print(f"\nmeasured float32 matmul rate ({peak['size']}^3 jnp.dot, HIGHEST): "
@@ -106,7 +126,9 @@ def main(argv=None):
     path = write_json(
         "flops_smoke" if args.smoke else "flops",
         dict(config=str(c), matmul=peak, results=records,
-             note="fraction_of_matmul = (counted Jacobian FLOPs / median time) / matmul FLOP/s"),
+             note="fraction_of_matmul = (counted Jacobian FLOPs / median time) / matmul FLOP/s "
+                  "measured at the start; fraction_of_matmul_beside uses the matmul measured "
+                  "right after the case"),
         args.out,
     )
     print(f"wrote {path}")

@@ -63,6 +63,20 @@ def test_flop_count_by_hand():
     assert flops["total"] == flops["forward"] + 4 * flops["per_vjp"]
 
 
+def test_causal_blocks_count_only_the_pairs_computed():
+    """n = 8 in 4 causal blocks of 2 queries: keys 2, 4, 6, 8 per block -> 2 * 20 pairs."""
+    assert bench_flops.attended_pairs(8, 8, 4) == 2 * (2 + 4 + 6 + 8)
+    assert bench_flops.attended_pairs(8, 8, 1) == 64
+    assert bench_flops.attended_pairs(8, 1, 4) == 8  # the last layer's single query
+    assert bench_flops.attended_pairs(10, 10, 4) == 3 * 3 + 3 * 6 + 3 * 9 + 1 * 10
+    c = TransformerConfig(vocab_size=8, d_model=4, n_layers=2, n_heads=2, d_mlp=6)
+    full, blocked = bench_flops.jacobian_flops(c, 8), bench_flops.jacobian_flops(c, 8, causal_blocks=4)
+    # Only the first layer's attention changes: forward 2 products, VJP 4, per pair 2*h*d.
+    saved_pairs = 64 - 40
+    assert full["forward"] - blocked["forward"] == 2 * 2 * c.n_heads * saved_pairs * c.d_head
+    assert full["per_vjp"] - blocked["per_vjp"] == 4 * 2 * c.n_heads * saved_pairs * c.d_head
+
+
 def test_bench_memory_smoke(tmp_path):
     records, fits = bench_memory.main(
         ["--smoke", "--out", str(tmp_path), "--cases", "profile-chunked", "jac-plain"]

@@ -43,6 +43,21 @@ def test_every_plan_gives_the_reference_jacobian(overrides):
     np.testing.assert_allclose(np.asarray(jac), ref_mid, atol=1e-12, rtol=0)
 
 
+def test_causal_blocks_of_the_automatic_plan_give_the_reference_jacobian():
+    """From n = 128 on, inputs that are not query-blocked run in causal query blocks (a
+    speed switch): the Jacobian is still jax.jacrev's of the plain forward pass."""
+    model = small_model(seed=5, n_layers=3, max_len=160, window=(None, 40, None))
+    v0 = model.embed(jnp.arange(130) % 16)
+    assert memory_plan(model, 130, 3).causal_blocks > 1
+    ref = np.asarray(full_jacrev(model, v0))
+    for remat in (False, True):
+        jac = last_token_jacobian(model, v0, remat=remat, chunk_size=3)
+        np.testing.assert_allclose(np.asarray(jac), ref, atol=1e-12, rtol=0)
+    fwd = last_token_jacobian(model, v0[:128], mode="forward")
+    np.testing.assert_allclose(np.asarray(fwd), np.asarray(full_jacrev(model, v0[:128])),
+                               atol=1e-12, rtol=0)
+
+
 def test_profiles_and_estimates_agree_across_plans():
     model = small_model(seed=4, n_layers=3)
     v0 = model.embed(jnp.arange(13) % 16)
@@ -74,6 +89,11 @@ def test_memory_plan_resolves_and_validates():
     assert memory_plan(model, 511, 2).query_block is None
     assert memory_plan(model, 512, 2).query_block == 256
     assert memory_plan(model, 100, 2, query_block=8, remat=True) == MemoryPlan(8, True)
+    assert memory_plan(model, 128, 2).causal_blocks == 4  # speed: causal query blocks
+    assert memory_plan(model, 128, 2, query_block=8).causal_blocks == 1  # one or the other
+    assert memory_plan(model, 512, 2).causal_blocks == 1
+    encoder = small_model(causal=False, pos_encoding="learned", max_len=128)
+    assert memory_plan(encoder, 128, 2).causal_blocks == 1
     big = Decoder(TransformerConfig.smollm2_135m(max_len=16), rngs=nnx.Rngs(0))
     assert memory_plan(big, 8192, 30).remat  # ~30 layers of residuals: > 2 GiB
     for bad in (0, 2.5, "big", True):

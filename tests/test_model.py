@@ -1,5 +1,6 @@
 """The decoder against an independent float64 reference, and its invariants."""
 
+import functools
 import math
 
 import jax
@@ -418,6 +419,54 @@ def test_query_blocks_attend_to_cached_context_like_whole_attention():
         v, positions=positions, context=(cache.keys, cache.values, valid), query_block=block
     ).y
     np.testing.assert_allclose(np.asarray(run(4)), np.asarray(run(None)), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(pos_encoding="alibi", n_kv_heads=1, window=(3, None), attn_logit_softcap=0.5,
+                  norm_placement="sandwich", norm="rmsnorm")],
+    ids=["default", "alibi-mqa-window-softcap-sandwich"],
+)
+def test_causal_blocks_skip_masked_keys_without_changing_numbers_or_gradients(overrides):
+    """Blocks of queries that attend only up to their own last key give the whole-matrix
+    layer outputs and VJPs (what analysis.reverse runs for n >= 128)."""
+    model = make_model(seed=11, **{**F64, **overrides})
+    tokens = jnp.stack([jnp.asarray(TOKENS), jnp.asarray(TOKENS[::-1])])  # [2, 11]
+    v0 = model.embed(tokens)
+    positions = jnp.broadcast_to(jnp.arange(v0.shape[1]), v0.shape[:2])
+
+    @functools.partial(jax.jit, static_argnums=(1, 2))
+    def run(v, blocks, freeze=False):
+        for block in model.blocks:
+            v = block(v, positions, freeze_attention=freeze, causal_blocks=blocks)[0]
+        return v
+
+    # 4 blocks of 11 queries: 3, 3, 3, 2 (a ragged last block)
+    np.testing.assert_allclose(np.asarray(run(v0, 4)), np.asarray(run(v0, 1)), atol=1e-12, rtol=0)
+    for freeze in (False, True):
+        loss = lambda v, b: jnp.sum(jnp.sin(run(v, b, freeze)))  # noqa: E731
+        np.testing.assert_allclose(np.asarray(jax.grad(loss)(v0, 4)),
+                                   np.asarray(jax.grad(loss)(v0, 1)), atol=1e-11, rtol=0)
+    out = model.blocks[0](v0, positions, causal_blocks=2)
+    assert out[4] is None and out[5] is None  # no whole score matrix exists
+
+
+def test_causal_blocks_reject_what_they_cannot_do():
+    v0 = make_model(seed=0, **F64).embed(jnp.asarray(TOKENS)[None])
+    positions = jnp.arange(v0.shape[1])[None]
+    block = make_model(seed=0, **F64).blocks[0]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="causal_blocks"):
+            block(v0, positions, causal_blocks=bad)
+    with pytest.raises(ValueError, match="not both"):
+        block(v0, positions, causal_blocks=2, query_block=4)
+    bidirectional = make_model(seed=0, causal=False, pos_encoding="learned", **F64).blocks[0]
+    with pytest.raises(ValueError, match="causal model"):
+        bidirectional(v0, positions, causal_blocks=2)
+    model = make_model(seed=0, **F64)
+    keys = jnp.zeros((1, 4, model.config.n_kv_heads or model.config.n_heads, model.config.d_head))
+    with pytest.raises(ValueError, match="cached context"):
+        model.blocks[0](v0, positions + 4, (keys, keys, jnp.ones((1, 4), bool)), causal_blocks=2)
 
 
 def test_query_block_rejects_capture_and_bad_sizes():

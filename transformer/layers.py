@@ -244,6 +244,7 @@ class Attention(nnx.Module):
         *,
         freeze_attention: bool = False,
         query_block: int | None = None,
+        causal_blocks: int = 1,
     ):
         """Attend from new tokens to cached context keys and to themselves.
 
@@ -258,6 +259,13 @@ class Attention(nnx.Module):
                 forward pass nor a VJP ever holds more than [b, h, query_block, k] scores
                 (memory linear in t instead of quadratic). The numbers are the same; the
                 scores and pattern are then not returned (None).
+            causal_blocks: when > 1, split the queries into this many blocks, each attending
+                only to the keys up to its own last query: causality masks every later key,
+                so the numbers are the same (up to rounding) while the masked upper blocks
+                of the score matrix are never computed (about 5/8 of the attention work
+                with 4 blocks; a speed switch for short inputs, used by `analysis`).
+                Requires a causal config, no `context`, and positions increasing along t
+                (key j sits at positions[:, j]); scores and pattern are then None.
         Returns:
             (out [b, t, m], new keys [b, t, g, d], new values [b, t, g, d],
              scores [b, h, t, k] or None, pattern [b, h, t, k] or None) with k = s + t.
@@ -280,7 +288,12 @@ class Attention(nnx.Module):
             k_valid = jnp.concatenate([valid_ctx, k_valid], axis=1)
 
         keys = (k_all, v_all, k_pos, k_valid)
-        if query_block is not None and t > query_block:
+        if causal_blocks != 1 or isinstance(causal_blocks, bool):
+            self._check_causal_blocks(causal_blocks, context, query_block, t)
+        if causal_blocks > 1 and t >= causal_blocks:
+            mixed = self._attend_causal_blocks(q, positions, keys, freeze_attention, causal_blocks)
+            scores = pattern = None
+        elif query_block is not None and t > query_block:
             mixed = self._attend_blocked(q, positions, keys, freeze_attention, query_block)
             scores = pattern = None
         else:
@@ -319,6 +332,33 @@ class Attention(nnx.Module):
         pg = pattern.astype(dt).reshape(b, g, r, t, k_all.shape[1])  # [b, g, r, q, k]
         mixed = jnp.einsum("bgrqk,bkgd->bqgrd", pg, v_all, precision=prec)
         return mixed.reshape(b, t, c.n_heads, c.d_head), scores, pattern
+
+    def _check_causal_blocks(self, causal_blocks, context, query_block, t) -> None:
+        if type(causal_blocks) is not int or causal_blocks < 1:
+            raise ValueError(f"causal_blocks must be a positive integer, got {causal_blocks!r}")
+        if not self.config.causal:
+            raise ValueError("causal_blocks needs a causal model: without the causal mask "
+                             "later keys are not masked and cannot be skipped")
+        if context is not None:
+            raise ValueError("causal_blocks applies to self-attention without cached context")
+        if query_block is not None and t > query_block:
+            raise ValueError("use either query_block (memory) or causal_blocks (speed), not both")
+
+    def _attend_causal_blocks(self, q, positions, keys, freeze_attention: bool, n_blocks: int):
+        """`_attend`'s mixed values [b, t, h, d], in `n_blocks` query blocks (static, unrolled)
+        where the block of queries [s, e) attends keys [0, e) only: keys past e sit at later
+        positions, which the causal mask removes anyway."""
+        t = q.shape[1]
+        size = -(-t // n_blocks)
+        mixed = []
+        for start in range(0, t, size):
+            end = min(t, start + size)
+            block_keys = tuple(x[:, :end] for x in keys)  # keys, values, positions, valid
+            mixed.append(
+                self._attend(q[:, start:end], positions[:, start:end], block_keys,
+                             freeze_attention)[0]
+            )
+        return jnp.concatenate(mixed, axis=1)
 
     def _attend_blocked(self, q, positions, keys, freeze_attention: bool, block: int):
         """`_attend`'s mixed values [b, t, h, d], `block` queries at a time.
@@ -376,15 +416,22 @@ class MLP(nnx.Module):
         """x: [b, t, m] -> [b, t, m]."""
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
         act = ACTIVATION_FNS[c.activation]
-        up = jnp.einsum("btm,mf->btf", x, self.w_up[...].astype(dt), precision=prec)
-        if self.b_up is not None:
-            up = up + self.b_up[...].astype(dt)
         if self.w_gate is not None:
-            gate = jnp.einsum("btm,mf->btf", x, self.w_gate[...].astype(dt), precision=prec)
-            if self.b_gate is not None:
-                gate = gate + self.b_gate[...].astype(dt)
+            # Gate and up projections as ONE matmul with the weights side by side: the same
+            # numbers, and under differentiation one [., 2f] x [2f, m] product instead of
+            # two products and a sum (measured ~4% faster Jacobians, benchmarks/README.md).
+            w = jnp.concatenate([self.w_gate[...].astype(dt), self.w_up[...].astype(dt)], 1)
+            gate_up = jnp.einsum("btm,mf->btf", x, w, precision=prec)  # [b, t, 2f]
+            if self.b_up is not None:
+                gate_up = gate_up + jnp.concatenate(
+                    [self.b_gate[...].astype(dt), self.b_up[...].astype(dt)]
+                )
+            gate, up = jnp.split(gate_up, 2, axis=-1)
             hidden = act(gate) * up
         else:
+            up = jnp.einsum("btm,mf->btf", x, self.w_up[...].astype(dt), precision=prec)
+            if self.b_up is not None:
+                up = up + self.b_up[...].astype(dt)
             hidden = act(up)
         out = jnp.einsum("btf,fm->btm", hidden, self.w_down[...].astype(dt), precision=prec)
         if self.b_down is not None:

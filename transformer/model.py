@@ -89,12 +89,19 @@ class Block(nnx.Module):
         else:
             self.attn_post_norm = self.mlp_post_norm = None
 
-    def __call__(self, v, positions, context=None, *, freeze_attention=False, query_block=None):
+    def __call__(
+        self, v, positions, context=None, *, freeze_attention=False, query_block=None,
+        causal_blocks=1,
+    ):
         """v: [b, t, m] -> (v_next [b, t, m], z [b, t, m], keys, values, scores, pattern).
 
-        query_block: see `Attention.__call__` (scores and pattern are None when it applies).
+        query_block, causal_blocks: see `Attention.__call__` (scores and pattern are None
+        when either applies).
         """
-        options = dict(freeze_attention=freeze_attention, query_block=query_block)
+        options = dict(
+            freeze_attention=freeze_attention, query_block=query_block,
+            causal_blocks=causal_blocks,
+        )
         if self.placement == "pre":
             a, k, val, scores, pattern = self.attn(self.attn_norm(v), positions, context, **options)
             z = v + a
