@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_flops, bench_jacobian, bench_long_context, bench_memory, bench_sweep
+from benchmarks import bench_flops, bench_memory, bench_sweep
 from transformer.config import TransformerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,9 +27,22 @@ def _load(out: Path, name: str) -> dict:
     return data
 
 
-def test_bench_jacobian_smoke(tmp_path):
-    bench_jacobian.main(["--smoke", "--out", str(tmp_path), "--repeats", "1"])
-    (rec,) = _load(tmp_path, "jacobian_smoke")["results"]
+@pytest.fixture(scope="module")
+def gpu_run_out(tmp_path_factory) -> Path:
+    """benchmarks/gpu_run.sh in its CPU smoke mode (GPU_RUN_SMOKE=1), run once: it runs the
+    jacobian, flops, long-context and XLA-memory benchmarks in their smoke settings, whose
+    JSON the tests below check (one run instead of one per script)."""
+    out = tmp_path_factory.mktemp("gpu_run")
+    env = dict(os.environ, GPU_RUN_SMOKE="1", OUT=str(out), PYTHON=sys.executable,
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return out
+
+
+def test_bench_jacobian_smoke(gpu_run_out):
+    (rec,) = _load(gpu_run_out, "jacobian_smoke")["results"]
     assert rec["rel_diff_torch"] < 1e-5  # ours vs torch.func.jacrev on the same weights
     assert rec["rel_diff_naive"] < 1e-5  # ours vs a loop of single VJPs
     assert rec["ours"]["median_s"] > 0 and rec["torch_jacrev"]["median_s"] > 0
@@ -43,11 +56,11 @@ def test_bench_sweep_smoke(tmp_path):
         assert r["max_abs_diff_vs_slow"] < 1e-5
 
 
-def test_bench_flops_smoke(tmp_path):
-    bench_flops.main(["--smoke", "--out", str(tmp_path), "--repeats", "1"])
-    data = _load(tmp_path, "flops_smoke")
+def test_bench_flops_smoke(gpu_run_out):
+    data = _load(gpu_run_out, "flops_smoke")
     assert data["matmul"]["flops_per_s"] > 0
     assert all(r["fraction_of_matmul"] > 0 for r in data["results"])
+    assert all(r["matmul_beside"]["flops_per_s"] > 0 for r in data["results"])
 
 
 def test_flop_count_by_hand():
@@ -90,11 +103,9 @@ def test_bench_memory_smoke(tmp_path):
     assert again["xla_temp_bytes"] == first["xla_temp_bytes"]
 
 
-def test_bench_long_context_smoke(tmp_path):
-    records, fit = bench_long_context.main(
-        ["--smoke", "--out", str(tmp_path), "--memory-n", "64"]
-    )
-    assert all(r["finite"] for r in records)
+def test_bench_long_context_smoke(gpu_run_out):
+    records = _load(gpu_run_out, "long_context_smoke")["profiles"]
+    assert records and all(r["finite"] for r in records)
     exact = [r for r in records if r["kind"] == "exact fro"][0]
     assert exact["estimate_within_3_stderr"] > 0.5  # estimate consistent with exact profile
 
@@ -104,13 +115,7 @@ def test_bench_memory_fit_exponent():
     assert bench_memory.fit_exponent([10], [1.0]) is None
 
 
-@pytest.mark.slow
-def test_gpu_run_script_smoke(tmp_path):
-    """benchmarks/gpu_run.sh in its CPU smoke mode (GPU_RUN_SMOKE=1)."""
-    env = dict(os.environ, GPU_RUN_SMOKE="1", OUT=str(tmp_path), PYTHON=sys.executable,
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    for name in ("jacobian_smoke", "flops_smoke", "long_context_smoke"):
-        assert (tmp_path / f"{name}.json").is_file(), name
+def test_gpu_run_script_smoke(gpu_run_out):
+    """Every step of the script wrote its JSON (the steps' contents are checked above)."""
+    for name in ("jacobian_smoke", "flops_smoke", "long_context_smoke", "memory_xla_smoke"):
+        assert (gpu_run_out / f"{name}.json").is_file(), name

@@ -53,9 +53,8 @@ def test_causal_blocks_of_the_automatic_plan_give_the_reference_jacobian():
     for remat in (False, True):
         jac = last_token_jacobian(model, v0, remat=remat, chunk_size=3)
         np.testing.assert_allclose(np.asarray(jac), ref, atol=1e-12, rtol=0)
-    fwd = last_token_jacobian(model, v0[:128], mode="forward")
-    np.testing.assert_allclose(np.asarray(fwd), np.asarray(full_jacrev(model, v0[:128])),
-                               atol=1e-12, rtol=0)
+    fwd = last_token_jacobian(model, v0, mode="forward")
+    np.testing.assert_allclose(np.asarray(fwd), ref, atol=1e-12, rtol=0)
 
 
 def test_profiles_and_estimates_agree_across_plans():

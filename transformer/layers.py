@@ -418,8 +418,8 @@ class MLP(nnx.Module):
         act = ACTIVATION_FNS[c.activation]
         if self.w_gate is not None:
             # Gate and up projections as ONE matmul with the weights side by side: the same
-            # numbers, and under differentiation one [., 2f] x [2f, m] product instead of
-            # two products and a sum (measured ~4% faster Jacobians, benchmarks/README.md).
+            # numbers up to rounding, and under differentiation one [., 2f] x [2f, m] product
+            # instead of two products and a sum (~4% faster Jacobians, benchmarks/README.md).
             w = jnp.concatenate([self.w_gate[...].astype(dt), self.w_up[...].astype(dt)], 1)
             gate_up = jnp.einsum("btm,mf->btf", x, w, precision=prec)  # [b, t, 2f]
             if self.b_up is not None:
