@@ -19,16 +19,16 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.common import median_time, parse_common, table, write_json
+from transformer.layers import causal_block_bounds
 
 
 def attended_pairs(n: int, queries: int, causal_blocks: int = 1) -> int:
     """(query, key) pairs whose score the attention computes: every key for each of the last
     `queries` queries, or, with causal query blocks (queries = n), each block's queries
     against the keys up to the block's end (`transformer.layers.Attention`)."""
-    if causal_blocks <= 1 or queries != n or n < causal_blocks:
+    if queries != n:
         return queries * n
-    size = -(-n // causal_blocks)
-    return sum((min(n, s + size) - s) * min(n, s + size) for s in range(0, n, size))
+    return sum((end - start) * end for start, end in causal_block_bounds(n, causal_blocks))
 
 
 def layer_forward_flops(c, n: int, queries: int, causal_blocks: int = 1) -> float:

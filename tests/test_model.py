@@ -452,9 +452,10 @@ def test_causal_blocks_skip_masked_keys_without_changing_numbers_or_gradients(ov
 
 
 def test_causal_blocks_reject_what_they_cannot_do():
-    v0 = make_model(seed=0, **F64).embed(jnp.asarray(TOKENS)[None])
+    model = make_model(seed=0, **F64)
+    v0 = model.embed(jnp.asarray(TOKENS)[None])
     positions = jnp.arange(v0.shape[1])[None]
-    block = make_model(seed=0, **F64).blocks[0]
+    block = model.blocks[0]
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="causal_blocks"):
             block(v0, positions, causal_blocks=bad)
@@ -463,10 +464,9 @@ def test_causal_blocks_reject_what_they_cannot_do():
     bidirectional = make_model(seed=0, causal=False, pos_encoding="learned", **F64).blocks[0]
     with pytest.raises(ValueError, match="causal model"):
         bidirectional(v0, positions, causal_blocks=2)
-    model = make_model(seed=0, **F64)
     keys = jnp.zeros((1, 4, model.config.n_kv_heads or model.config.n_heads, model.config.d_head))
     with pytest.raises(ValueError, match="cached context"):
-        model.blocks[0](v0, positions + 4, (keys, keys, jnp.ones((1, 4), bool)), causal_blocks=2)
+        block(v0, positions + 4, (keys, keys, jnp.ones((1, 4), bool)), causal_blocks=2)
 
 
 def test_query_block_rejects_capture_and_bad_sizes():

@@ -162,6 +162,16 @@ def attention_mask(
     return mask[:, None]
 
 
+def causal_block_bounds(t: int, n_blocks: int) -> list[tuple[int, int]]:
+    """The query ranges [start, end) of `Attention`'s causal blocks for t queries: n_blocks
+    blocks of ceil(t / n_blocks) (the last one shorter); [(0, t)] when t < n_blocks. Block
+    [start, end) attends keys [0, end)."""
+    if n_blocks <= 1 or t < n_blocks:
+        return [(0, t)]
+    size = -(-t // n_blocks)
+    return [(start, min(t, start + size)) for start in range(0, t, size)]
+
+
 class Attention(nnx.Module):
     """Multi-head (MHA / GQA / MQA) attention with one explicit path:
     scores -> soft-cap -> position bias -> mask -> softmax (accum dtype) -> mix."""
@@ -288,9 +298,9 @@ class Attention(nnx.Module):
             k_valid = jnp.concatenate([valid_ctx, k_valid], axis=1)
 
         keys = (k_all, v_all, k_pos, k_valid)
-        if causal_blocks != 1 or isinstance(causal_blocks, bool):
+        if type(causal_blocks) is not int or causal_blocks != 1:
             self._check_causal_blocks(causal_blocks, context, query_block, t)
-        if causal_blocks > 1 and t >= causal_blocks:
+        if len(causal_block_bounds(t, causal_blocks)) > 1:
             mixed = self._attend_causal_blocks(q, positions, keys, freeze_attention, causal_blocks)
             scores = pattern = None
         elif query_block is not None and t > query_block:
@@ -348,11 +358,8 @@ class Attention(nnx.Module):
         """`_attend`'s mixed values [b, t, h, d], in `n_blocks` query blocks (static, unrolled)
         where the block of queries [s, e) attends keys [0, e) only: keys past e sit at later
         positions, which the causal mask removes anyway."""
-        t = q.shape[1]
-        size = -(-t // n_blocks)
         mixed = []
-        for start in range(0, t, size):
-            end = min(t, start + size)
+        for start, end in causal_block_bounds(q.shape[1], n_blocks):
             block_keys = tuple(x[:, :end] for x in keys)  # keys, values, positions, valid
             mixed.append(
                 self._attend(q[:, start:end], positions[:, start:end], block_keys,
