@@ -15,6 +15,7 @@ attention), which removes about one layer of work from every VJP.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -41,19 +42,44 @@ _SMALL_WORK = 2e8
 _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
+# On the CPU the optimised kernels leave XLA's YNNPACK library the matrix products alone
+# (its fused reductions and elementwise ops ran slower than XLA's own loops here: 1.05-1.06x
+# faster Jacobians at n = 128, benchmarks/README.md; the same numbers up to rounding). The
+# option is experimental in XLA: where a jaxlib rejects it, the kernels compile without it.
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
 def kernel_pair(fn, static_argnames):
-    """(optimised, fast-compiling) jit versions of one kernel; pick with `pick_kernel`."""
+    """Jit versions of one kernel: (optimised, fast-compiling, optimised with the CPU
+    options); `pick_kernel` chooses at call time. Creating them initialises no backend."""
     return (
         jax.jit(fn, static_argnames=static_argnames),
         jax.jit(fn, static_argnames=static_argnames, compiler_options=_FAST_COMPILE),
+        jax.jit(fn, static_argnames=static_argnames, compiler_options=_CPU_OPTIONS),
     )
 
 
+@functools.cache
+def cpu_options_apply() -> bool:
+    """Whether the optimised kernels compile with `_CPU_OPTIONS`: the default backend is the
+    CPU and this XLA accepts them (checked once, by compiling a one-op function)."""
+    if jax.default_backend() != "cpu":
+        return False
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_OPTIONS).lower(jnp.float32(0)).compile()
+    except jax.errors.JaxRuntimeError:  # INVALID_ARGUMENT: an XLA without the option
+        return False
+    return True
+
+
 def pick_kernel(pair, model, n: int):
-    """The fast-compiling variant for tiny models and short inputs, else the optimised one."""
+    """The fast-compiling variant for tiny models and short inputs, else the optimised one
+    (with the CPU options where they apply)."""
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     work = n_params * n * model.config.d_model
-    return pair[1] if work < _SMALL_WORK else pair[0]
+    if work < _SMALL_WORK:
+        return pair[1]
+    return pair[2] if cpu_options_apply() else pair[0]
 
 
 # ---- input handling ----------------------------------------------------------------------

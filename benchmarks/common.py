@@ -76,7 +76,8 @@ def median_time(fn, *, repeats: int = 3, warmup: int = 1) -> dict:
 
 
 def machine() -> dict:
-    """What ran the benchmark: backend, devices, CPU count, load average, versions."""
+    """What ran the benchmark: backend, devices, CPU count, load average, versions, and the
+    XLA options of the analysis kernels."""
     dev = jax.devices()
     info = dict(
         backend=jax.default_backend(),
@@ -86,6 +87,7 @@ def machine() -> dict:
         platform=platform.platform(),
         python=platform.python_version(),
         jax=jax.__version__,
+        analysis_cpu_options=_cpu_options(),
     )
     try:
         info["load_average_1_5_15"] = list(os.getloadavg())
@@ -99,6 +101,13 @@ def machine() -> dict:
     except ImportError:
         pass
     return info
+
+
+def _cpu_options():
+    """The XLA options the analysis kernels compile with on this machine (None: none)."""
+    from analysis.jacobian import _CPU_OPTIONS, cpu_options_apply
+
+    return _CPU_OPTIONS if cpu_options_apply() else None
 
 
 def write_json(name: str, payload: dict, out_dir: Path | str | None = None) -> Path:

@@ -215,3 +215,30 @@ def test_bad_inputs_raise():
         layer_position_map(model, tokens, norm="max")
     with pytest.raises(ValueError, match="n_probes"):
         estimate_sensitivity(model, tokens, n_probes=1)
+
+
+def test_optimised_kernels_and_their_cpu_options_give_the_same_jacobian(monkeypatch):
+    """Large inputs run the optimised kernel, compiled on the CPU with `_CPU_OPTIONS`
+    (checked once); an XLA that rejects the option falls back to the plain optimised kernel.
+    Each variant against `jax.jacrev` of the plain forward pass (tiny models normally take
+    the fast-compiling variant, so the threshold is lowered here)."""
+    import analysis.jacobian as J
+
+    model = small_model(gated=True, activation="silu", norm="rmsnorm")
+    tokens = jnp.array([2, 7, 1, 8, 2, 8, 1])
+    ref = full_jacrev(model, model.embed(tokens))
+    monkeypatch.setattr(J, "_SMALL_WORK", 0)
+    if jax.default_backend() != "cpu":
+        assert J.cpu_options_apply() is False  # CPU-only options
+    picked = J.pick_kernel(J._JACOBIAN, model, len(tokens))
+    assert picked is J._JACOBIAN[2 if J.cpu_options_apply() else 0]
+    np.testing.assert_allclose(last_token_jacobian(model, tokens), ref, rtol=0, atol=1e-12)
+
+    monkeypatch.setattr(J, "_CPU_OPTIONS", {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH"})
+    J.cpu_options_apply.cache_clear()
+    try:
+        assert J.cpu_options_apply() is False  # rejected by XLA (or not on the CPU)
+        assert J.pick_kernel(J._JACOBIAN, model, len(tokens)) is J._JACOBIAN[0]
+        np.testing.assert_allclose(last_token_jacobian(model, tokens), ref, rtol=0, atol=1e-12)
+    finally:
+        J.cpu_options_apply.cache_clear()

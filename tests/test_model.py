@@ -11,6 +11,7 @@ from flax import nnx
 
 from tests.helpers import make_model, randomized
 from tests.reference import ref_alibi_slopes, ref_forward
+from transformer.layers import ACTIVATION_FNS, gated_product
 from transformer import (
     Decoder,
     TransformerConfig,
@@ -477,3 +478,42 @@ def test_query_block_rejects_capture_and_bad_sizes():
     for bad in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="query_block"):
             model.forward_from_embeddings(v0, query_block=bad)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh", "relu"])
+def test_gated_product_derivatives_equal_autodiff_of_the_plain_product(activation):
+    """`gated_product` has a hand-written JVP (fixed slopes); its values, JVPs, VJPs and
+    second derivatives equal those of act(gate) * up differentiated by JAX itself."""
+    act = ACTIVATION_FNS[activation]
+    plain = lambda gu: act(gu[..., :5]) * gu[..., 5:]  # noqa: E731
+    ours = functools.partial(gated_product, act)
+    x = jax.random.normal(jax.random.key(0), (3, 10), jnp.float64)
+    t = jax.random.normal(jax.random.key(1), (3, 10), jnp.float64)
+    np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(plain(x)))
+    np.testing.assert_allclose(jax.jvp(ours, (x,), (t,))[1], jax.jvp(plain, (x,), (t,))[1],
+                               rtol=1e-13, atol=1e-14)
+    loss = lambda f: lambda v: jnp.sum(jnp.cos(f(v)))  # noqa: E731
+    np.testing.assert_allclose(jax.grad(loss(ours))(x), jax.grad(loss(plain))(x),
+                               rtol=1e-13, atol=1e-14)
+    hvp = lambda f: jax.jvp(jax.grad(loss(f)), (x,), (t,))[1]  # noqa: E731
+    np.testing.assert_allclose(hvp(ours), hvp(plain), rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(qkv_bias=True, qk_norm=True, rope_fraction=0.5, n_kv_heads=1)],
+    ids=["default", "bias-qknorm-partial-rope-mqa"],
+)
+def test_fused_qkv_projection_gives_the_keys_and_values_of_project_kv(overrides):
+    """The layers project q, k, v in one matmul; the last-layer trick of `analysis` takes
+    the keys and values of earlier positions from `project_kv`: they must agree."""
+    model = make_model(seed=5, **{**F64, **overrides})
+    attn = model.blocks[0].attn
+    x = model.embed(jnp.asarray(TOKENS))[None]
+    positions = jnp.arange(len(TOKENS))[None]
+    q, k, v = attn.project_qkv(x, positions)
+    k_ref, v_ref = attn.project_kv(x, positions)
+    np.testing.assert_allclose(np.asarray(k), np.asarray(k_ref), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(v), np.asarray(v_ref), rtol=0, atol=1e-14)
+    c = model.config
+    assert q.shape == (1, len(TOKENS), c.n_heads, c.d_head)
