@@ -287,7 +287,7 @@ def path_bounds(
     v0 = states_at_layer(model, inputs, 0)
     op_norms = tuple(dict.fromkeys("spectral" if nm == "fro" else nm for nm in norms))
     graphdef, state = nnx.split(model)
-    kernel = pick_kernel(_BOUND, model, v0.shape[0])
+    kernel = pick_kernel(_BOUND, model, v0.shape[0], v0)
     rows, _ = kernel(graphdef, state, v0, op_norms=op_norms, local=local)
     by_op = dict(zip(op_norms, rows))
     # ||J||_F <= sqrt(rank J) ||J||_2 <= sqrt(d_model) ||J||_2.

@@ -72,11 +72,15 @@ def cpu_options_apply() -> bool:
     return True
 
 
-def pick_kernel(pair, model, n: int):
+def pick_kernel(pair, model, n: int, *inputs):
     """The fast-compiling variant for tiny models and short inputs, else the optimised one
-    (with the CPU options where they apply)."""
-    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    work = n_params * n * model.config.d_model
+    (with the CPU options where they apply). Called under a caller's own `jax.jit` (the
+    model's parameters or `inputs` are tracers), the plain variant: JAX accepts compiler
+    options on top-level jits only, and the caller's compilation decides anyway."""
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    if any(isinstance(x, jax.core.Tracer) for x in (*params, *inputs)):
+        return pair[0]
+    work = sum(x.size for x in params) * n * model.config.d_model
     if work < _SMALL_WORK:
         return pair[1]
     return pair[2] if cpu_options_apply() else pair[0]
@@ -131,7 +135,7 @@ def states_at_layer(model, inputs, layer: int) -> jax.Array:
             raise ValueError("inputs is empty: need at least one position")
         model._check_tokens(x)  # range check with a clear message
         graphdef, state = nnx.split(model)
-        return pick_kernel(_PREFIX, model, x.shape[0])(graphdef, state, x, stop_layer=layer)
+        return pick_kernel(_PREFIX, model, x.shape[0], x)(graphdef, state, x, stop_layer=layer)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"inputs must be integer token ids or float states, got {x.dtype}")
     if x.ndim != 2:
@@ -248,7 +252,7 @@ def last_token_jacobian(
         plan = dataclasses.replace(plan, remat=False)  # rematerialising is a reverse-mode plan
     chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, count, plan)
     graphdef, state = nnx.split(model)
-    return pick_kernel(_JACOBIAN, model, n)(
+    return pick_kernel(_JACOBIAN, model, n, v)(
         graphdef, state, v, start_layer=wrt_layer, stop_layer=stop,
         final_norm=of_layer is None, freeze_attention=bool(freeze_attention), mode=mode,
         chunk=min(chunk, count), plan=plan,

@@ -152,7 +152,7 @@ def layer_position_map(
     n = v0.shape[0]
     chunk = chunk_size or _auto_chunk(model, n, c.n_layers + 1, c.d_model)
     graphdef, state = nnx.split(model)
-    jac = pick_kernel(_LAYER_MAP, model, n)(
+    jac = pick_kernel(_LAYER_MAP, model, n, v0)(
         graphdef, state, v0, freeze_attention=bool(freeze_attention),
         chunk=min(chunk, c.d_model),
     )
@@ -183,7 +183,7 @@ def _run_rows(model, v, cotangents, *, wrt_layer, freeze_attention, chunk_size, 
     chunk = chunk_size or _auto_chunk(model, n, c.n_layers - wrt_layer, count, plan)
     chunk = even_chunk(min(chunk, count), count)
     graphdef, state = nnx.split(model)
-    return pick_kernel(_ROWS, model, n)(
+    return pick_kernel(_ROWS, model, n, v, cotangents)(
         graphdef, state, v, cotangents, wrt_layer=wrt_layer,
         freeze_attention=bool(freeze_attention), chunk=chunk, reduce=reduce, plan=plan,
     )

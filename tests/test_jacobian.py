@@ -219,7 +219,8 @@ def test_bad_inputs_raise():
 
 def test_optimised_kernels_and_their_cpu_options_give_the_same_jacobian(monkeypatch):
     """Large inputs run the optimised kernel, compiled on the CPU with `_CPU_OPTIONS`
-    (checked once); an XLA that rejects the option falls back to the plain optimised kernel.
+    (checked once); an XLA that rejects the option falls back to the plain optimised kernel,
+    and so does a call under the caller's own `jax.jit`.
     Each variant against `jax.jacrev` of the plain forward pass (tiny models normally take
     the fast-compiling variant, so the threshold is lowered here)."""
     import analysis.jacobian as J
@@ -233,6 +234,14 @@ def test_optimised_kernels_and_their_cpu_options_give_the_same_jacobian(monkeypa
     picked = J.pick_kernel(J._JACOBIAN, model, len(tokens))
     assert picked is J._JACOBIAN[2 if J.cpu_options_apply() else 0]
     np.testing.assert_allclose(last_token_jacobian(model, tokens), ref, rtol=0, atol=1e-12)
+    # Under the caller's own jit (nested jits take no compiler options): the plain kernel.
+    v0 = model.embed(tokens)
+    np.testing.assert_allclose(jax.jit(lambda v: last_token_jacobian(model, v))(v0), ref,
+                               rtol=0, atol=1e-12)
+    monkeypatch.setattr(J, "_SMALL_WORK", 2e8)  # the fast-compiling variant's options too
+    np.testing.assert_allclose(jax.jit(lambda v: last_token_jacobian(model, v))(v0), ref,
+                               rtol=0, atol=1e-12)
+    monkeypatch.setattr(J, "_SMALL_WORK", 0)
 
     monkeypatch.setattr(J, "_CPU_OPTIONS", {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH"})
     J.cpu_options_apply.cache_clear()
