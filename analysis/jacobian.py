@@ -44,8 +44,9 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 # On the CPU the optimised kernels leave XLA's YNNPACK library the matrix products alone
 # (its fused reductions and elementwise ops ran slower than XLA's own loops here: 1.05-1.06x
-# faster Jacobians at n = 128, benchmarks/README.md; the same numbers up to rounding). The
-# option is experimental in XLA: where a jaxlib rejects it, the kernels compile without it.
+# faster Jacobians at n = 128, benchmarks/README.md; the same numbers up to rounding), except
+# under query blocks, where it measured ~1.08x slower (n = 512) and is left off. The option
+# is experimental in XLA: where a jaxlib rejects it, the kernels compile without it.
 _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
@@ -72,18 +73,20 @@ def cpu_options_apply() -> bool:
     return True
 
 
-def pick_kernel(pair, model, n: int, *inputs):
+def pick_kernel(pair, model, n: int, *inputs, plan: MemoryPlan | None = None):
     """The fast-compiling variant for tiny models and short inputs, else the optimised one
-    (with the CPU options where they apply). Called under a caller's own `jax.jit` (the
-    model's parameters or `inputs` are tracers), the plain variant: JAX accepts compiler
-    options on top-level jits only, and the caller's compilation decides anyway."""
+    (with the CPU options where they apply, and not for a `plan` with query blocks). Called
+    under a caller's own `jax.jit` (the model's parameters or `inputs` are tracers), the
+    plain variant: JAX accepts compiler options on top-level jits only, and the caller's
+    compilation decides anyway."""
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     if any(isinstance(x, jax.core.Tracer) for x in (*params, *inputs)):
         return pair[0]
     work = sum(x.size for x in params) * n * model.config.d_model
     if work < _SMALL_WORK:
         return pair[1]
-    return pair[2] if cpu_options_apply() else pair[0]
+    blocked = plan is not None and plan.query_block is not None
+    return pair[2] if cpu_options_apply() and not blocked else pair[0]
 
 
 # ---- input handling ----------------------------------------------------------------------
@@ -225,7 +228,7 @@ def last_token_jacobian(
         of_layer: differentiate the residual v_n^(of_layer) (no final norm) instead of y_n;
             must satisfy wrt_layer <= of_layer <= n_layers.
         freeze_attention: hold every attention pattern constant (Theorem 5.1's assumption).
-        query_block: attend this many queries at a time ("auto": 256 from n = 512 on;
+        query_block: attend this many queries at a time ("auto": 256 from n = 2048 on;
             None: never), so attention memory is linear in n (`analysis.reverse`).
         remat: rematerialise layer by layer in reverse mode (None: automatic, when the
             saved residuals would pass ~2 GiB). Neither switch changes the numbers.
@@ -252,7 +255,7 @@ def last_token_jacobian(
         plan = dataclasses.replace(plan, remat=False)  # rematerialising is a reverse-mode plan
     chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, count, plan)
     graphdef, state = nnx.split(model)
-    return pick_kernel(_JACOBIAN, model, n, v)(
+    return pick_kernel(_JACOBIAN, model, n, v, plan=plan)(
         graphdef, state, v, start_layer=wrt_layer, stop_layer=stop,
         final_norm=of_layer is None, freeze_attention=bool(freeze_attention), mode=mode,
         chunk=min(chunk, count), plan=plan,

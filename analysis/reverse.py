@@ -39,11 +39,13 @@ import jax.numpy as jnp
 
 REDUCTIONS = ("none", "sq", "abs")
 
-# Automatic plan: block the queries from this many positions on (measured on the 2-core CPU,
-# 4-layer benchmark model: blocks of 256 were 1.2x faster than whole-matrix attention at
-# n = 512 and 1.9x at n = 1024); rematerialise layer by layer once the residuals of a plain
+# Automatic plan: block the queries from this many positions on, for memory; below it,
+# whole-matrix attention in causal query blocks is faster (2-core CPU, 4-layer benchmark
+# model, automatic chunk: 7.9 s vs 11.9 s at n = 512 and 32 s vs 48 s at n = 1024, peak RSS
+# 1.40 vs 1.20 GiB at n = 1024; before causal blocks existed, query blocks were the faster
+# ones from n = 512). Rematerialise layer by layer once the residuals of a plain
 # linearisation would pass this many bytes.
-_BLOCK_FROM_N = 512
+_BLOCK_FROM_N = 2048
 _DEFAULT_QUERY_BLOCK = 256
 _REMAT_BYTES = 2 << 30
 # Causal query blocks for inputs of at least this many positions that are not query-blocked
@@ -86,7 +88,8 @@ def memory_plan(model, n: int, n_layers: int, *, query_block="auto", remat=None)
         model: a `transformer.Decoder`.
         n: number of positions; n_layers: layers the VJPs run through.
         query_block: an int, None (never block), or "auto" (blocks of 256 queries when
-            n >= 512; shorter inputs attend whole, which is as fast and simplest).
+            n >= 2048; shorter inputs attend whole, in causal query blocks from n = 128,
+            which is faster).
         remat: True / False, or None (automatic: on when a plain linearisation would keep
             more than ~2 GiB of residuals).
     Returns:

@@ -183,7 +183,7 @@ def _run_rows(model, v, cotangents, *, wrt_layer, freeze_attention, chunk_size, 
     chunk = chunk_size or _auto_chunk(model, n, c.n_layers - wrt_layer, count, plan)
     chunk = even_chunk(min(chunk, count), count)
     graphdef, state = nnx.split(model)
-    return pick_kernel(_ROWS, model, n, v, cotangents)(
+    return pick_kernel(_ROWS, model, n, v, cotangents, plan=plan)(
         graphdef, state, v, cotangents, wrt_layer=wrt_layer,
         freeze_attention=bool(freeze_attention), chunk=chunk, reduce=reduce, plan=plan,
     )

@@ -119,7 +119,7 @@ def _run_rows(model, v, cot, *, mesh, wrt_layer, stop, final_norm, freeze_attent
     state = jax.device_put(state, replicated(mesh))
     v = jax.device_put(v, replicated(mesh))
     cot = jax.device_put(cot, batch_sharded(mesh))
-    out = pick_kernel(_SHARDED_VJPS, model, n, v, cot)(
+    out = pick_kernel(_SHARDED_VJPS, model, n, v, cot, plan=plan)(
         graphdef, state, v, cot, mesh=mesh, start=wrt_layer, stop=stop, final_norm=final_norm,
         freeze=bool(freeze_attention), chunk=chunk, reduce=reduce, plan=plan,
     )

@@ -81,7 +81,7 @@ def case_call(case: str, model, v0, chunk: int, smoke: bool):
     import jax.numpy as jnp
     from flax import nnx
 
-    from analysis.jacobian import _JACOBIAN, last_token_jacobian
+    from analysis.jacobian import _JACOBIAN, last_token_jacobian, pick_kernel
     from analysis.reverse import MemoryPlan, memory_plan
     from analysis.sensitivity import _ROWS, estimate_sensitivity, sensitivity_profile
 
@@ -94,13 +94,14 @@ def case_call(case: str, model, v0, chunk: int, smoke: bool):
     eye = jnp.eye(c.d_model, dtype=v0.dtype)
     probes = jax.random.normal(jax.random.key(0), (2, c.d_model), v0.dtype)
 
+    # The jit variant the analysis call itself runs (compile options included).
     def jac_kernel(plan, rows):
-        return lambda: _JACOBIAN[0].lower(
+        return lambda: pick_kernel(_JACOBIAN, model, n, v0, plan=plan).lower(
             graphdef, state, v0, start_layer=0, stop_layer=c.n_layers, final_norm=True,
             freeze_attention=False, mode="reverse", chunk=rows, plan=plan).compile()
 
     def rows_kernel(plan, cot, rows):
-        return lambda: _ROWS[0].lower(
+        return lambda: pick_kernel(_ROWS, model, n, v0, plan=plan).lower(
             graphdef, state, v0, cot, wrt_layer=0, freeze_attention=False, chunk=rows,
             reduce="sq", plan=plan).compile()
 

@@ -234,6 +234,11 @@ def test_optimised_kernels_and_their_cpu_options_give_the_same_jacobian(monkeypa
     picked = J.pick_kernel(J._JACOBIAN, model, len(tokens))
     assert picked is J._JACOBIAN[2 if J.cpu_options_apply() else 0]
     np.testing.assert_allclose(last_token_jacobian(model, tokens), ref, rtol=0, atol=1e-12)
+    # Query-blocked plans (measured slower with the options) take the plain variant.
+    blocked = J.MemoryPlan(query_block=4, remat=True)
+    assert J.pick_kernel(J._JACOBIAN, model, len(tokens), plan=blocked) is J._JACOBIAN[0]
+    np.testing.assert_allclose(last_token_jacobian(model, tokens, query_block=4, remat=True),
+                               ref, rtol=0, atol=1e-12)
     # Under the caller's own jit (nested jits take no compiler options): the plain kernel.
     v0 = model.embed(tokens)
     np.testing.assert_allclose(jax.jit(lambda v: last_token_jacobian(model, v))(v0), ref,

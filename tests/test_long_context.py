@@ -85,12 +85,13 @@ def test_after_returns_x_bit_for_bit_whatever_g_holds():
 def test_memory_plan_resolves_and_validates():
     model = small_model()
     assert memory_plan(model, 100, 2) == MemoryPlan(None, False)
-    assert memory_plan(model, 511, 2).query_block is None
-    assert memory_plan(model, 512, 2).query_block == 256
+    assert memory_plan(model, 2047, 2).query_block is None
+    assert memory_plan(model, 2048, 2).query_block == 256
     assert memory_plan(model, 100, 2, query_block=8, remat=True) == MemoryPlan(8, True)
     assert memory_plan(model, 128, 2).causal_blocks == 4  # speed: causal query blocks
     assert memory_plan(model, 128, 2, query_block=8).causal_blocks == 1  # one or the other
-    assert memory_plan(model, 512, 2).causal_blocks == 1
+    assert memory_plan(model, 1024, 2).causal_blocks == 4
+    assert memory_plan(model, 2048, 2).causal_blocks == 1
     encoder = small_model(causal=False, pos_encoding="learned", max_len=128)
     assert memory_plan(encoder, 128, 2).causal_blocks == 1
     big = Decoder(TransformerConfig.smollm2_135m(max_len=16), rngs=nnx.Rngs(0))
