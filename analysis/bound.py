@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from analysis.jacobian import kernel_pair, pick_kernel, states_at_layer
+from analysis.jacobian import kernel_variants, pick_kernel, states_at_layer
 from transformer.layers import ACTIVATION_FNS
 
 BOUND_NORMS = ("spectral", "fro", "l1", "linf")
@@ -233,7 +233,7 @@ def _bound_kernel(graphdef, state, v0, *, op_norms, local):
     return rows, y_last
 
 
-_BOUND = kernel_pair(_bound_kernel, ("graphdef", "op_norms", "local"))
+_BOUND = kernel_variants(_bound_kernel, ("graphdef", "op_norms", "local"))
 
 
 def _needs_local(model) -> list[str]:

@@ -50,7 +50,7 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 _CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
-def kernel_pair(fn, static_argnames):
+def kernel_variants(fn, static_argnames):
     """Jit versions of one kernel: (optimised, fast-compiling, optimised with the CPU
     options); `pick_kernel` chooses at call time. Creating them initialises no backend."""
     return (
@@ -73,7 +73,7 @@ def cpu_options_apply() -> bool:
     return True
 
 
-def pick_kernel(pair, model, n: int, *inputs, plan: MemoryPlan | None = None):
+def pick_kernel(variants, model, n: int, *inputs, plan: MemoryPlan | None = None):
     """The fast-compiling variant for tiny models and short inputs, else the optimised one
     (with the CPU options where they apply, and not for a `plan` with query blocks). Called
     under a caller's own `jax.jit` (the model's parameters or `inputs` are tracers), the
@@ -81,12 +81,12 @@ def pick_kernel(pair, model, n: int, *inputs, plan: MemoryPlan | None = None):
     compilation decides anyway."""
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     if any(isinstance(x, jax.core.Tracer) for x in (*params, *inputs)):
-        return pair[0]
+        return variants[0]
     work = sum(x.size for x in params) * n * model.config.d_model
     if work < _SMALL_WORK:
-        return pair[1]
+        return variants[1]
     blocked = plan is not None and plan.query_block is not None
-    return pair[2] if cpu_options_apply() and not blocked else pair[0]
+    return variants[2] if cpu_options_apply() and not blocked else variants[0]
 
 
 # ---- input handling ----------------------------------------------------------------------
@@ -115,7 +115,7 @@ def _prefix_kernel(graphdef, state, tokens, *, stop_layer):
     return out.intermediates.resid_post[-1]
 
 
-_PREFIX = kernel_pair(_prefix_kernel, ("graphdef", "stop_layer"))
+_PREFIX = kernel_variants(_prefix_kernel, ("graphdef", "stop_layer"))
 
 
 def states_at_layer(model, inputs, layer: int) -> jax.Array:
@@ -184,8 +184,7 @@ def _jacobian_kernel(
     def f(x):
         return last_state(
             model, x, start_layer=start_layer, stop_layer=stop_layer, final_norm=final_norm,
-            freeze_attention=freeze_attention, query_block=plan.query_block,
-            causal_blocks=plan.causal_blocks,
+            freeze_attention=freeze_attention, plan=plan,
         )
 
     y, jvp = jax.linearize(f, v)
@@ -197,7 +196,7 @@ def _jacobian_kernel(
     return cols.T.reshape(y.shape[0], n, m)
 
 
-_JACOBIAN = kernel_pair(
+_JACOBIAN = kernel_variants(
     _jacobian_kernel,
     ("graphdef", "start_layer", "stop_layer", "final_norm", "freeze_attention", "mode", "chunk",
      "plan"),

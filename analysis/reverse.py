@@ -168,14 +168,14 @@ def batched_map_chunks(fn, xs: jax.Array, chunk: int) -> jax.Array:
 # ---- the differentiated function ---------------------------------------------------------
 
 
-def _full_layer(model, layer: int, positions, freeze_attention: bool, query_block,
-                causal_blocks: int = 1):
-    """Layer `layer` on every position: [1, n, m] -> [1, n, m] (positions = arange(n))."""
+def _full_layer(model, layer: int, positions, freeze_attention: bool, plan: MemoryPlan):
+    """Layer `layer` on every position: [1, n, m] -> [1, n, m] (positions = arange(n)),
+    attending as `plan` says (query blocks or causal blocks)."""
     block = model.blocks[layer]
 
     def run(h):
-        return block(h, positions, freeze_attention=freeze_attention, query_block=query_block,
-                     causal_blocks=causal_blocks)[0]
+        return block(h, positions, freeze_attention=freeze_attention,
+                     query_block=plan.query_block, causal_blocks=plan.causal_blocks)[0]
 
     return run
 
@@ -214,8 +214,7 @@ def last_state(
     final_norm: bool,
     freeze_attention: bool,
     deltas=None,
-    query_block: int | None = None,
-    causal_blocks: int = 1,
+    plan: MemoryPlan = MemoryPlan(),
 ):
     """The last position's state after layers [start_layer, stop_layer) (then norm3 if asked).
 
@@ -228,7 +227,7 @@ def last_state(
         deltas: optional [stop - start + 1, n, m] perturbations added to v^(l) before layer l
             (the last one to v^(stop_layer), only its last row matters); their gradients are
             the Jacobians with respect to every intermediate residual stream.
-        query_block, causal_blocks: attention in query blocks (see `MemoryPlan`).
+        plan: how the layers before the last attend (`MemoryPlan`; remat is not used here).
     Returns:
         [m]: v_n^(stop_layer), or y_n = norm3(v_n^(L)) when final_norm.
     """
@@ -239,8 +238,7 @@ def last_state(
         if deltas is not None:
             h = h + deltas[offset][None]
         if layer < stop_layer - 1:
-            h = _full_layer(model, layer, positions, freeze_attention, query_block,
-                            causal_blocks)(h)
+            h = _full_layer(model, layer, positions, freeze_attention, plan)(h)
         else:
             h = _last_layer_last_query(model, layer, h, positions, freeze_attention)
     if deltas is not None:
@@ -299,8 +297,7 @@ def vjp_rows(
         raise ValueError(f"reduce={reduce!r} is not one of {REDUCTIONS}")
     state = functools.partial(
         last_state, model, start_layer=start_layer, stop_layer=stop_layer,
-        final_norm=final_norm, freeze_attention=freeze_attention, query_block=plan.query_block,
-        causal_blocks=plan.causal_blocks,
+        final_norm=final_norm, freeze_attention=freeze_attention, plan=plan,
     )
     if not plan.remat or stop_layer - start_layer < 2:
         _, vjp = jax.vjp(state, v)
@@ -309,8 +306,7 @@ def vjp_rows(
     n = v.shape[0]
     positions = jnp.arange(n, dtype=jnp.int32)[None]  # [1, n]
     layers = [
-        _full_layer(model, layer, positions, freeze_attention, plan.query_block,
-                    plan.causal_blocks)
+        _full_layer(model, layer, positions, freeze_attention, plan)
         for layer in range(start_layer, stop_layer - 1)
     ]
     inputs = [v[None]]  # the forward pass keeps the layer inputs only: [1, n, m] each

@@ -15,7 +15,7 @@ from analysis.jacobian import (
     _auto_chunk,
     _check_chunk,
     _check_layer,
-    kernel_pair,
+    kernel_variants,
     last_token_jacobian,
     pick_kernel,
     states_at_layer,
@@ -117,7 +117,7 @@ def _layer_map_kernel(graphdef, state, v0, *, freeze_attention, chunk):
     return batched_map(lambda u: vjp(u)[0], eye, chunk)  # [d_out, L+1, n, m]
 
 
-_LAYER_MAP = kernel_pair(_layer_map_kernel, ("graphdef", "freeze_attention", "chunk"))
+_LAYER_MAP = kernel_variants(_layer_map_kernel, ("graphdef", "freeze_attention", "chunk"))
 
 
 def layer_position_map(
@@ -169,7 +169,7 @@ def _rows_kernel(graphdef, state, v, cotangents, *, wrt_layer, freeze_attention,
     )
 
 
-_ROWS = kernel_pair(
+_ROWS = kernel_variants(
     _rows_kernel, ("graphdef", "wrt_layer", "freeze_attention", "chunk", "reduce", "plan")
 )
 

@@ -33,7 +33,7 @@ from analysis.jacobian import (
     _auto_chunk,
     _check_chunk,
     _check_layer,
-    kernel_pair,
+    kernel_variants,
     pick_kernel,
     states_at_layer,
 )
@@ -98,7 +98,7 @@ def _sharded_vjps(graphdef, state, v, cot, *, mesh, start, stop, final_norm, fre
     )(state, v, cot)
 
 
-_SHARDED_VJPS = kernel_pair(
+_SHARDED_VJPS = kernel_variants(
     _sharded_vjps,
     ("graphdef", "mesh", "start", "stop", "final_norm", "freeze", "chunk", "reduce", "plan"),
 )
