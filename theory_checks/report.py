@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from theory_checks.result import CheckResult, dumps, to_jsonable
+from theory_checks.result import VERDICT_MEANINGS, CheckResult, dumps, to_jsonable
 
 FIGURE_DIR = "figures"
 
@@ -20,7 +20,31 @@ def table(results: list[CheckResult]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    used = [v for v in VERDICT_MEANINGS if any(r.verdict == v for r in results)]
+    lines += [""] + [f"{v}: {VERDICT_MEANINGS[v]}" for v in used]
     return "\n".join(lines)
+
+
+def _reproduction_lines(entries) -> list[str]:
+    """A markdown table of `reproduction` entries: the paper's values beside ours."""
+    from theory_checks.reproduction import FACTOR, FROM_N
+
+    out = [
+        f"**Reproduction** (ours within a factor of {FACTOR:g} of the paper's value at every "
+        f"listed n >= {FROM_N}; reported beside the verdict, not part of it):",
+        "",
+        "| figure | reading | series | n | paper | ours | reproduced |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        ours = ", ".join("-" if o is None else f"{o:.3g}" for o in e["ours"])
+        paper = ", ".join(f"{p:.3g}" for p in e["paper"])
+        n = ", ".join(str(k) for k in e["n"])
+        out.append(
+            f"| {e['figure']} | {e['reading']} | {e['series']} | {n} | {paper} | {ours} | "
+            f"{'yes' if e['reproduced'] else 'no'} |"
+        )
+    return out + [""]
 
 
 def _format_value(value) -> str:
@@ -47,13 +71,22 @@ def markdown(results: list[CheckResult], meta: dict) -> str:
         for r in results
     ]
     out.append("")
+    out += ["Verdicts:", ""] + [f"- **{v}**: {m}." for v, m in VERDICT_MEANINGS.items()]
+    out.append("")
     for r in results:
         out += [f"## {r.id}", "", f"### {r.title} ({r.paper_ref})", ""]
         out += [f"**Claim.** {r.claim}", "", f"**Setup.** {r.setup}", ""]
+        if r.premise:
+            reached = "reached" if r.premise_reached else "**not reached**"
+            out += [f"**Premise** ({reached}). {r.premise}", ""]
+            if not r.premise_reached:
+                out += [f"**What would reach it.** {r.to_reach_premise}", ""]
         out += [f"**Criterion.** {r.criterion}", "", f"**Verdict: {r.verdict}**", ""]
         out += ["| quantity | value |", "|---|---|"]
         out += [f"| {k} | {_format_value(v)} |" for k, v in to_jsonable(r.measured).items()]
         out.append("")
+        if r.reproduction:
+            out += _reproduction_lines(r.reproduction)
         if r.notes:
             out += [f"**Notes.** {r.notes}", ""]
         for fig in r.figures:

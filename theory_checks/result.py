@@ -7,7 +7,19 @@ import json
 import math
 from typing import Any
 
-VERDICTS = ("pass", "fail", "boundary")
+VERDICTS = ("pass", "fail", "boundary", "inconclusive")
+
+# What each verdict means (the report, the table and the README explain them with this text).
+VERDICT_MEANINGS = {
+    "pass": "the premise was reached and the criterion holds",
+    "fail": "the premise was reached and the criterion does not hold: evidence against the "
+    "claim as tested",
+    "boundary": "a run deliberately outside a theorem's assumptions shows that the conclusion "
+    "then fails (as the paper's own counter-example R3)",
+    "inconclusive": "the check ran but never reached the claim's premise in the measured range "
+    "(no collapsed pair, a task the model cannot do at the shortest length, a sweep shorter "
+    "than the predicted collapse length): neither evidence for nor against the claim",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,8 +33,8 @@ class CheckResult:
         claim: the claim in one sentence.
         criterion: the test applied to the measured numbers, in words.
         measured: the numbers (JSON-serialisable: floats, ints, lists, dicts, strings).
-        verdict: "pass", "fail", or "boundary" (a deliberate run outside the theorem's
-            assumptions shows that the conclusion then fails, as the paper's R3 does).
+        verdict: one of VERDICTS (meanings in VERDICT_MEANINGS); computed by
+            `verdict_from`, never written in by hand, except `boundary`.
         key_number: the one number the summary table shows, as text.
         setup: sizes, model and procedure, in words.
         figures: figure paths relative to the report folder.
@@ -30,6 +42,14 @@ class CheckResult:
         device: the JAX backend and device kind.
         runtime_s: wall-clock seconds.
         notes: disagreements with the theory, caveats (empty when none).
+        premise: what the claim needs before it can be tested, as fixed in the check's code
+            before measuring (empty: the claim has no premise beyond running the check).
+        premise_reached: False exactly when the verdict is `inconclusive`.
+        to_reach_premise: what would reach the premise (a longer sweep to the predicted
+            collapse length, a larger model...); set when premise_reached is False.
+        reproduction: one `theory_checks.reproduction.Reproduction` dict per reproduced
+            figure and reading (the paper's values beside ours); reported beside the
+            verdict, never folded into it.
     """
 
     id: str
@@ -47,10 +67,25 @@ class CheckResult:
     device: str = ""
     runtime_s: float = 0.0
     notes: str = ""
+    premise: str = ""
+    premise_reached: bool = True
+    to_reach_premise: str = ""
+    reproduction: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if (self.verdict == "inconclusive") == bool(self.premise_reached):
+            raise ValueError(
+                f"{self.id}: verdict {self.verdict!r} with premise_reached="
+                f"{self.premise_reached}: a check is inconclusive exactly when its premise "
+                "was not reached"
+            )
+        if not self.premise_reached and not (self.premise and self.to_reach_premise):
+            raise ValueError(
+                f"{self.id}: an inconclusive result must say its premise and what would "
+                "reach it (premise, to_reach_premise)"
+            )
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -58,11 +93,24 @@ class CheckResult:
         data["figures"] = list(self.figures)
         data["seeds"] = list(self.seeds)
         data["dtypes"] = list(self.dtypes)
+        data["reproduction"] = to_jsonable(list(self.reproduction))
         return data
 
 
-def verdict_from(ok: bool) -> str:
-    """'pass' when the criterion holds, else 'fail' (never written in by hand)."""
+def verdict_from(ok: bool, premise_reached: bool = True) -> str:
+    """The verdict of a check (never written in by hand).
+
+    Args:
+        ok: whether the criterion holds on the measured numbers.
+        premise_reached: the outcome of the check's premise test, fixed in its code before
+            measuring (a collapsed pair exists, the model does the task at the shortest
+            length, the sweep reaches the predicted collapse length...).
+    Returns:
+        'inconclusive' when the premise was not reached (whatever `ok` says), else 'pass'
+        when the criterion holds and 'fail' when it does not.
+    """
+    if not bool(premise_reached):
+        return "inconclusive"
     return "pass" if bool(ok) else "fail"
 
 
