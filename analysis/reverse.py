@@ -4,6 +4,8 @@ J = d y_n / d v^(l) is [d_out, n, d_in]; for a cotangent u [d_out] one VJP gives
 u^T J [n, d_in] for every position at once. `last_token_jacobian` (u = the d_out unit
 vectors), the sensitivity profiles and their Hutchinson estimates (u Gaussian) and the
 sharded versions of all of these are batches of such rows; they share this engine.
+Its forward-mode counterpart, `jvp_outputs`, gives J w [d_out] for a batch of tangents w
+[n, d_in] (the range sketch of the XTrace estimator, `analysis.trace_estimation`).
 
 Memory. A plain VJP keeps every layer's residuals while it runs: the explicit attention
 path's [h, n, n] tensors per layer, and, per cotangent of a chunk, [h, n, n] temporaries in
@@ -326,3 +328,47 @@ def vjp_rows(
         return jax.vmap(lambda gg: _reduce_row(gg[0], reduce))(g)
 
     return batched_map_chunks(rows, cotangents, chunk)
+
+
+# ---- batches of JVPs ---------------------------------------------------------------------
+
+
+def jvp_outputs(
+    model,
+    v: jax.Array,
+    tangents: jax.Array,
+    *,
+    start_layer: int,
+    stop_layer: int,
+    final_norm: bool,
+    freeze_attention: bool,
+    chunk: int,
+    plan: MemoryPlan = MemoryPlan(),
+) -> jax.Array:
+    """J w = sum_i (d last_state / d v_i) w_i for every tangent w of `tangents` (traceable).
+
+    Forward mode, one `jax.jvp` per chunk of tangents: the primal pass is recomputed per
+    chunk (vmap batches the tangents only) and nothing is saved for a backward pass, so
+    memory is that of a forward pass with `chunk` tangents beside it, whatever the plan's
+    remat says (query blocks still bound the attention tensors).
+
+    Args:
+        model: a `Decoder`; v: [n, m] states v^(start_layer).
+        tangents: [R, n, m].
+        start_layer, stop_layer, final_norm, freeze_attention: as in `last_state`.
+        chunk: tangents per vmapped batch.
+        plan: `MemoryPlan` (query_block and causal_blocks are used).
+    Returns:
+        [R, d_out].
+    """
+    state = functools.partial(
+        last_state, model, start_layer=start_layer, stop_layer=stop_layer,
+        final_norm=final_norm, freeze_attention=freeze_attention, plan=plan,
+    )
+
+    def outputs(ts):  # [c, n, m] -> [c, d_out]
+        return jax.vmap(lambda t: jax.jvp(state, (v,), (t,))[1])(ts)
+
+    if chunk >= tangents.shape[0]:
+        return outputs(tangents)
+    return batched_map_chunks(outputs, tangents, chunk)

@@ -20,7 +20,15 @@ from analysis.jacobian import (
     pick_kernel,
     states_at_layer,
 )
-from analysis.reverse import batched_map, even_chunk, last_state, memory_plan, vjp_rows
+from analysis.reverse import (
+    batched_map,
+    even_chunk,
+    jvp_outputs,
+    last_state,
+    memory_plan,
+    vjp_rows,
+)
+from analysis.trace_estimation import check_budget, hutchinson_norms, xtrace_norms
 
 NORMS = ("fro", "spectral", "l1", "linf")
 
@@ -189,6 +197,34 @@ def _run_rows(model, v, cotangents, *, wrt_layer, freeze_attention, chunk_size, 
     )
 
 
+def _columns_kernel(graphdef, state, v, tangents, *, wrt_layer, freeze_attention, chunk, plan):
+    model = nnx.merge(graphdef, state)
+    return jvp_outputs(
+        model, v, tangents, start_layer=wrt_layer, stop_layer=model.config.n_layers,
+        final_norm=True, freeze_attention=freeze_attention, chunk=chunk, plan=plan,
+    )
+
+
+_COLUMNS = kernel_variants(
+    _columns_kernel, ("graphdef", "wrt_layer", "freeze_attention", "chunk", "plan")
+)
+
+
+def _run_columns(model, v, tangents, *, wrt_layer, freeze_attention, chunk_size, query_block,
+                 remat):
+    """J w [R, d_out] of y_n against v^(wrt_layer) for tangents [R, n, d_model] (JVPs)."""
+    c = model.config
+    n, count = v.shape[0], tangents.shape[0]
+    plan = memory_plan(model, n, c.n_layers - wrt_layer, query_block=query_block, remat=remat)
+    chunk = chunk_size or _auto_chunk(model, n, c.n_layers - wrt_layer, count, plan)
+    chunk = even_chunk(min(chunk, count), count)
+    graphdef, state = nnx.split(model)
+    return pick_kernel(_COLUMNS, model, n, v, tangents, plan=plan)(
+        graphdef, state, v, tangents, wrt_layer=wrt_layer,
+        freeze_attention=bool(freeze_attention), chunk=chunk, plan=plan,
+    )
+
+
 def estimate_sensitivity(
     model,
     inputs,
@@ -196,41 +232,53 @@ def estimate_sensitivity(
     n_probes: int = 32,
     seed: int = 0,
     squared: bool = True,
+    method: str = "hutchinson",
     wrt_layer: int = 0,
     freeze_attention: bool = False,
     chunk_size: int | None = None,
     query_block: int | str | None = "auto",
     remat: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Hutchinson estimate of ||d y_n / d v_i||_F^2 from k random output probes (R11).
+    """Estimate of ||d y_n / d v_i||_F^2 for every position i from random probes (R11).
 
-    For u ~ N(0, I_{d_out}), E ||u^T J_i||^2 = trace(J_i J_i^T) = ||J_i||_F^2, so k VJPs
-    (instead of d_out) give an unbiased estimate for every position at once.
+    "hutchinson": for u ~ N(0, I_{d_out}), E ||u^T J_i||^2 = trace(J_i J_i^T) = ||J_i||_F^2,
+    so k VJPs (instead of d_out) give an unbiased estimate for every position at once;
+    relative error ~ sqrt(2 / (k r_i)), r_i the effective rank of J_i J_i^T.
+    "xtrace": a rank-(k/3) sketch of the output space shared by all positions, exact on
+    it, Hutchinson on the rest, every probe used for both (XTrace; unbiased; error ~ 1/k
+    when the spectrum of J J^T decays): `analysis.trace_estimation`.
 
     Args:
         model: a `transformer.Decoder` (not modified).
         inputs: token ids [n] or states v^(wrt_layer) [n, d_model].
-        n_probes: number of Gaussian probes k (>= 2, for the standard error).
-        seed: PRNG seed of the probes.
+        n_probes: the budget k in products (VJPs + JVPs). Hutchinson: k probes, one VJP
+            each (k >= 2). XTrace: k // 3 probes, each a VJP, a JVP and a VJP (6 <= k,
+            k // 3 <= d_model); `trace_estimation.products_used` gives the count.
+        seed: PRNG seed of the probes (N(0, I) rows from jax.random.key(seed)).
         squared: estimate ||J_i||_F^2 (unbiased); False: its square root, with the
             delta-method standard error (slightly biased low).
+        method: "hutchinson" (the default, as before) or "xtrace".
         wrt_layer, freeze_attention, chunk_size, query_block, remat: as in
             `last_token_jacobian`.
     Returns:
         (estimate [n], standard error [n]).
     """
-    if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < 2:
-        raise ValueError(f"n_probes must be an integer >= 2, got {n_probes!r}")
     _check_chunk(chunk_size)
     c = model.config
+    count = check_budget(method, n_probes, c.d_model)
     _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
     v = states_at_layer(model, inputs, wrt_layer)
-    probes = jax.random.normal(jax.random.key(seed), (n_probes, c.d_model), v.dtype)
-    samples = _run_rows(model, v, probes, wrt_layer=wrt_layer,
-                        freeze_attention=freeze_attention, chunk_size=chunk_size, reduce="sq",
-                        query_block=query_block, remat=remat)  # [k, n]
-    mean = samples.mean(0)
-    stderr = samples.std(0, ddof=1) / jnp.sqrt(n_probes)
+    probes = jax.random.normal(jax.random.key(seed), (count, c.d_model), v.dtype)
+    switches = dict(wrt_layer=wrt_layer, freeze_attention=freeze_attention,
+                    chunk_size=chunk_size, query_block=query_block, remat=remat)
+    if method == "hutchinson":
+        mean, stderr = hutchinson_norms(_run_rows(model, v, probes, reduce="sq", **switches))
+    else:
+        mean, stderr = xtrace_norms(
+            lambda us: _run_rows(model, v, us, reduce="none", **switches),
+            lambda ws: _run_columns(model, v, ws, **switches),
+            probes,
+        )
     if squared:
         return mean, stderr
     root = jnp.sqrt(mean)
