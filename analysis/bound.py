@@ -154,67 +154,84 @@ def head_constants(attn, norm: str) -> jax.Array:
     return matrix_norm(wvo, norm)
 
 
+def _capture_block(block, v, positions):
+    """One layer on v [1, n, m], keeping what the factors are evaluated at.
+
+    Returns (v_next [1, n, m], pattern [h, n, n], inputs dict): the inputs dict names the
+    input of every norm and of the MLP, per placement.
+    """
+    if block.placement == "pre":
+        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
+        z = v + a
+        h_in = block.mlp_norm(z)
+        v_next = z + block.mlp(h_in)
+        seen = dict(attn_norm=v, mlp_norm=z, mlp=h_in)
+    elif block.placement == "post":
+        a, _, _, _, pattern = block.attn(v, positions)
+        s = v + a
+        z = block.attn_norm(s)
+        t = z + block.mlp(z)
+        v_next = block.mlp_norm(t)
+        seen = dict(attn_norm=s, mlp_norm=t, mlp=z)
+    else:  # sandwich
+        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
+        z = v + block.attn_post_norm(a)
+        h_in = block.mlp_norm(z)
+        o = block.mlp(h_in)
+        v_next = z + block.mlp_post_norm(o)
+        seen = dict(attn_norm=v, attn_post_norm=a, mlp_norm=z, mlp=h_in, mlp_post_norm=o)
+    return v_next, pattern[0], seen
+
+
 def _capture_layers(model, v0):
     """Run the layers once, keeping what the factors are evaluated at.
 
     Returns (per-layer list of (block, pattern [h, n, n], inputs dict), v^(L) [1, n, m]).
-    The inputs dict names the input of every norm and of the MLP, per placement.
     """
     n = v0.shape[0]
     positions = jnp.arange(n, dtype=jnp.int32)[None]
     v = v0[None]  # [1, n, m]
     layers = []
     for block in model.blocks:
-        if block.placement == "pre":
-            a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
-            z = v + a
-            h_in = block.mlp_norm(z)
-            v_next = z + block.mlp(h_in)
-            seen = dict(attn_norm=v, mlp_norm=z, mlp=h_in)
-        elif block.placement == "post":
-            a, _, _, _, pattern = block.attn(v, positions)
-            s = v + a
-            z = block.attn_norm(s)
-            t = z + block.mlp(z)
-            v_next = block.mlp_norm(t)
-            seen = dict(attn_norm=s, mlp_norm=t, mlp=z)
-        else:  # sandwich
-            a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
-            z = v + block.attn_post_norm(a)
-            h_in = block.mlp_norm(z)
-            o = block.mlp(h_in)
-            v_next = z + block.mlp_post_norm(o)
-            seen = dict(attn_norm=v, attn_post_norm=a, mlp_norm=z, mlp=h_in, mlp_post_norm=o)
-        layers.append((block, pattern[0], seen))
+        v_next, pattern, seen = _capture_block(block, v, positions)
+        layers.append((block, pattern, seen))
         v = v_next
     return layers, v
+
+
+def _layer_factors(block, pattern, seen, op_norm: str, local: bool, dtype):
+    """One layer's factors of the bound (module docstring): (left a, post p, right r,
+    mixed S = sum_h c_h Lambda^(h) [n, n], diag M), the vectors [n]."""
+    n = pattern.shape[-1]
+    ones = jnp.ones((n,), dtype)
+    nf = {
+        name: _norm_factor(getattr(block, name), x, op_norm)
+        for name, x in seen.items()
+        if name != "mlp"
+    }
+    lip = _mlp_factor(block.mlp, seen["mlp"], op_norm, local)
+    if block.placement == "pre":
+        left, post, right = ones, ones, nf["attn_norm"]
+        diag = 1.0 + nf["mlp_norm"] * lip
+    elif block.placement == "post":
+        left, post, right = nf["attn_norm"], ones, ones
+        diag = nf["mlp_norm"] * (1.0 + lip)
+    else:  # sandwich
+        left, post, right = ones, nf["attn_post_norm"], nf["attn_norm"]
+        diag = 1.0 + nf["mlp_post_norm"] * lip * nf["mlp_norm"]
+    heads = head_constants(block.attn, op_norm).astype(dtype)  # [h]
+    mixed = jnp.einsum("h,hqk->qk", heads, pattern.astype(dtype))  # [n, n] = S
+    return left, post, right, mixed, diag
 
 
 def _bound_row(model, layers, v_last, op_norm: str, local: bool):
     """Row n of c_3 D^(L-1) A^(L-1) ... D^(0) A^(0) (see the module docstring): [n]."""
     n = v_last.shape[1]
     dtype = v_last.dtype
-    ones = jnp.ones((n,), dtype)
-    factors = []
-    for block, pattern, seen in layers:
-        nf = {
-            name: _norm_factor(getattr(block, name), x, op_norm)
-            for name, x in seen.items()
-            if name != "mlp"
-        }
-        lip = _mlp_factor(block.mlp, seen["mlp"], op_norm, local)
-        if block.placement == "pre":
-            left, post, right = ones, ones, nf["attn_norm"]
-            diag = 1.0 + nf["mlp_norm"] * lip
-        elif block.placement == "post":
-            left, post, right = nf["attn_norm"], ones, ones
-            diag = nf["mlp_norm"] * (1.0 + lip)
-        else:  # sandwich
-            left, post, right = ones, nf["attn_post_norm"], nf["attn_norm"]
-            diag = 1.0 + nf["mlp_post_norm"] * lip * nf["mlp_norm"]
-        heads = head_constants(block.attn, op_norm).astype(dtype)  # [h]
-        mixed = jnp.einsum("h,hqk->qk", heads, pattern.astype(dtype))  # [n, n] = S
-        factors.append((left, post, right, mixed, diag))
+    factors = [
+        _layer_factors(block, pattern, seen, op_norm, local, dtype)
+        for block, pattern, seen in layers
+    ]
     final = _norm_factor(model.final_norm, v_last[:, -1:], op_norm)[0]
     # Row n of the product, built from the output back: row <- row D^(l) A^(l).
     row = jnp.zeros((n,), dtype).at[-1].set(final)
@@ -251,6 +268,24 @@ def _needs_local(model) -> list[str]:
     return reasons
 
 
+def use_local_constants(model, constants: str) -> bool:
+    """Whether `constants` ("auto", "global", "local") means local factors for this model.
+
+    Raises:
+        ValueError: an unknown choice. NotImplementedError: "global" where no global bound
+            exists (gated MLP, live LayerNorm / RMSNorm).
+    """
+    if constants not in CONSTANTS:
+        raise ValueError(f"constants={constants!r} is not one of {', '.join(map(repr, CONSTANTS))}")
+    reasons = _needs_local(model)
+    if constants == "global" and reasons:
+        raise NotImplementedError(
+            "no global bound for this model: " + "; ".join(reasons)
+            + ". Use constants='local' for a bound at this input's captured states."
+        )
+    return constants == "local" or (constants == "auto" and bool(reasons))
+
+
 def path_bounds(
     model,
     inputs,
@@ -270,20 +305,12 @@ def path_bounds(
     for norm in norms:
         if norm not in BOUND_NORMS:
             raise ValueError(f"norm={norm!r} is not one of {', '.join(map(repr, BOUND_NORMS))}")
-    if constants not in CONSTANTS:
-        raise ValueError(f"constants={constants!r} is not one of {', '.join(map(repr, CONSTANTS))}")
     if freeze_attention is not True:
         raise ValueError(
             "path_bound bounds the frozen-attention Jacobian only (Theorem 5.1's assumption); "
             "pass freeze_attention=True"
         )
-    reasons = _needs_local(model)
-    if constants == "global" and reasons:
-        raise NotImplementedError(
-            "no global bound for this model: " + "; ".join(reasons)
-            + ". Use constants='local' for a bound at this input's captured states."
-        )
-    local = constants == "local" or (constants == "auto" and bool(reasons))
+    local = use_local_constants(model, constants)
     v0 = states_at_layer(model, inputs, 0)
     op_norms = tuple(dict.fromkeys("spectral" if nm == "fro" else nm for nm in norms))
     graphdef, state = nnx.split(model)
