@@ -21,6 +21,7 @@ from analysis.collapse import (
 from analysis.counting import counting_contrast, ratio_invariance, same_weights, token_spread
 from analysis.fitting import geometric_rate, loglog_slope
 from analysis.jacobian import last_token_jacobian
+from analysis.log_bound import PathTerms, log_path_terms
 from analysis.sensitivity import (
     block_norms,
     estimate_sensitivity,
@@ -49,12 +50,12 @@ from analysis.spectral import (
 )
 
 __all__ = [
-    "ALTERNATING_TV", "PairFamily", "SequenceFamily", "alternating_tv", "block_norms",
+    "ALTERNATING_TV", "PairFamily", "PathTerms", "SequenceFamily", "alternating_tv", "block_norms",
     "bound_report", "collapse_lengths", "collapse_sweep", "collapse_sweep_slow",
     "convergence_rate", "counting_contrast", "counting_pairs", "deep_limit",
     "distance_to_first_column", "estimate_sensitivity", "fit_decay", "geometric_rate",
     "is_lower_triangular", "is_row_stochastic", "last_token_jacobian", "last_weight_gap",
-    "layer_position_map", "loglog_slope", "numerical_rank", "ones_then_zero_pairs",
+    "layer_position_map", "log_path_terms", "loglog_slope", "numerical_rank", "ones_then_zero_pairs",
     "ordered_product", "pair_distance", "path_bound", "ratio_invariance",
     "repeated_last_pair", "same_weights", "second_eigenvalue", "sensitivity_profile",
     "separated_digits", "softmax_tv", "spearman", "spectrum_check", "stable_rank",

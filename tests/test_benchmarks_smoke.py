@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_flops, bench_memory, bench_sweep
+from benchmarks import bench_estimators, bench_flops, bench_memory, bench_sweep
 from transformer.config import TransformerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ def _load(out: Path, name: str) -> dict:
 @pytest.fixture(scope="module")
 def gpu_run_out(tmp_path_factory) -> Path:
     """benchmarks/gpu_run.sh in its CPU smoke mode (GPU_RUN_SMOKE=1), run once: it runs the
-    jacobian, flops, long-context and XLA-memory benchmarks in their smoke settings, whose
+    jacobian, flops, long-context, XLA-memory and study benchmarks in their smoke settings, whose
     JSON the tests below check (one run instead of one per script)."""
     out = tmp_path_factory.mktemp("gpu_run")
     env = dict(os.environ, GPU_RUN_SMOKE="1", OUT=str(out), PYTHON=sys.executable,
@@ -117,5 +117,24 @@ def test_bench_memory_fit_exponent():
 
 def test_gpu_run_script_smoke(gpu_run_out):
     """Every step of the script wrote its JSON (the steps' contents are checked above)."""
-    for name in ("jacobian_smoke", "flops_smoke", "long_context_smoke", "memory_xla_smoke"):
+    for name in ("jacobian_smoke", "flops_smoke", "long_context_smoke", "memory_xla_smoke",
+                 "study_smoke"):
         assert (gpu_run_out / f"{name}.json").is_file(), name
+
+
+def test_bench_estimators_smoke(tmp_path):
+    out = bench_estimators.main(["--smoke", "--out", str(tmp_path)])
+    data = _load(tmp_path, "estimators_smoke")
+    assert out["exact_agreement"] < 1e-5  # the Jacobian's norms vs the reduced profile
+    assert all(r["finite"] for r in data["records"])
+    assert {r["method"] for r in data["summary"]} == {"hutchinson", "xtrace"}
+    # XTrace whose sketch spans the output (3 d_model products) is exact.
+    full = [r for r in data["summary"] if r["method"] == "xtrace" and r["products"] == 48]
+    assert full and full[0]["worst_rel_error"] < 1e-4, full
+    assert data["spectrum"]["eigenvalues_over_largest"][0] == 1.0
+
+
+def test_bench_study_smoke(gpu_run_out):
+    data = _load(gpu_run_out, "study_smoke")
+    assert data["rows"] and all(r["finite"] for r in data["rows"])
+    assert {r["kind"] for r in data["rows"]} == {"ones", "digits", "passage"}

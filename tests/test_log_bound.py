@@ -11,6 +11,7 @@ from analysis.bound import path_bound
 from analysis.log_bound import log_path_terms
 from tests.helpers import randomized
 from transformer import Decoder, TransformerConfig
+from transformer.model import with_precision
 
 jax.config.update("jax_enable_x64", True)
 
@@ -63,19 +64,15 @@ def test_log_bound_stays_finite_where_the_float32_bound_overflows():
     float32's largest number, so a float32 row overflows; the log-space float32 bound
     matches it (global constants: the weights' norms and the patterns, here uniform,
     decide it, the same in both dtypes)."""
-    f32 = dict(dtype="float32", param_dtype="float32", softmax_dtype="float32")
-    config = dict(n_layers=4, norm="constant", norm_beta=1.0, activation="relu")
-    small = build(4, 0.6, f32, **config)
-    state = nnx.state(small, nnx.Param)
+    wide = build(4, 0.6, n_layers=4, norm="constant", norm_beta=1.0, activation="relu")
 
     def scaled(path, x):  # zero queries: uniform causal attention, the same in both dtypes
         name = jax.tree_util.keystr(path)
         return x * 1e4 if "mlp" in name else 0 * x if "wq" in name else x
 
-    big = jax.tree_util.tree_map_with_path(scaled, state)
-    nnx.update(small, big)
-    wide = build(4, 0.6, F64, **config)
-    nnx.update(wide, jax.tree.map(lambda x: x.astype(jnp.float64), big))
+    nnx.update(wide, jax.tree_util.tree_map_with_path(scaled, nnx.state(wide, nnx.Param)))
+    small = with_precision(wide, dtype="float32", param_dtype="float32",
+                           softmax_dtype="float32")
     ref = np.log(np.asarray(path_bound(wide, TOKENS)))
     assert np.isfinite(ref).all() and ref.max() > np.log(np.finfo(np.float32).max)
     np.testing.assert_allclose(log_path_terms(small, TOKENS).log_bound, ref, rtol=1e-5)

@@ -60,7 +60,7 @@ def test_study_result(result, checkpoint):
     assert r.id == "S1" and r.verdict in ("pass", "fail", "inconclusive")
     assert r.figures and (ctx.figure_dir.parent / r.figures[0]).stat().st_size > 1000
     json.dumps(r.to_json())
-    (name, model), = r.measured["models"].items()
+    (model,) = r.measured["models"].values()
     llm = L.load_llm(checkpoint)
     finals = []
     for kind in S.KINDS:
