@@ -162,24 +162,25 @@ def _capture_layers(model, v0):
     """
     n = v0.shape[0]
     positions = jnp.arange(n, dtype=jnp.int32)[None]
+    options = dict(pos_vectors=model.score_positions(positions))  # None unless in the scores
     v = v0[None]  # [1, n, m]
     layers = []
     for block in model.blocks:
         if block.placement == "pre":
-            a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
+            a, _, _, _, pattern = block.attn(block.attn_norm(v), positions, **options)
             z = v + a
             h_in = block.mlp_norm(z)
             v_next = z + block.mlp(h_in)
             seen = dict(attn_norm=v, mlp_norm=z, mlp=h_in)
         elif block.placement == "post":
-            a, _, _, _, pattern = block.attn(v, positions)
+            a, _, _, _, pattern = block.attn(v, positions, **options)
             s = v + a
             z = block.attn_norm(s)
             t = z + block.mlp(z)
             v_next = block.mlp_norm(t)
             seen = dict(attn_norm=s, mlp_norm=t, mlp=z)
         else:  # sandwich
-            a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
+            a, _, _, _, pattern = block.attn(block.attn_norm(v), positions, **options)
             z = v + block.attn_post_norm(a)
             h_in = block.mlp_norm(z)
             o = block.mlp(h_in)

@@ -62,6 +62,7 @@ def central_differences(model, v0, h=1e-5):
         dict(pos_encoding="alibi", norm="rmsnorm", gated=True, activation="silu",
              norm_placement="sandwich"),
         dict(pos_encoding="sinusoidal", norm="layernorm", norm_placement="post", n_layers=1),
+        dict(pos_encoding="learned", abs_pos_placement="scores"),  # positions in the scores
     ],
 )
 def test_matches_central_differences(overrides):
