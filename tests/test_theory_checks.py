@@ -55,22 +55,58 @@ def test_r3_is_a_boundary_at_the_analytic_value(ctx):
     assert r.measured["tv_at_n_max"] == pytest.approx(2 * (math.e - 1) / (math.e + 1), abs=1e-12)
 
 
-def test_r4_collapse_inside_the_theorem_and_none_for_ape(ctx):
-    r = _check("R4", ctx)
+@pytest.fixture(scope="module")
+def r4(tmp_path_factory):
+    ctx = RunContext(figure_dir=tmp_path_factory.mktemp("r4") / "figures", seed=0, reduced=True)
+    return _check("R4", ctx)
+
+
+def test_r4_collapse_inside_the_theorem_and_none_for_ape(r4):
+    r = r4
     m = r.measured
     assert r.verdict == "pass"
-    assert m["slope_none"] <= -0.5 and m["slope_rope"] < 0
+    assert m["embeddings_slope_none"] <= -0.5 and m["embeddings_slope_rope"] < 0
     assert m["ape_shows_no_collapse"]
     # Independent: the NoPE pair at one length, measured by two plain forwards.
     import jax.numpy as jnp
 
-    from theory_checks.checks.r04_collapse import _distances
+    from theory_checks.checks.r04_collapse import _embedding_distances
 
-    d, model = _distances("none", 0, 64, [10])
+    d, model = _embedding_distances("none", 0, 64, [10])
     seq = np.random.default_rng(0).integers(0, 64, 64)
     y = model(jnp.asarray(seq[:10]), capture=True)[1].y[-1]
     y_star = model(jnp.asarray(np.append(seq[:10], seq[9])), capture=True)[1].y[-1]
     assert d[0] == pytest.approx(float(jnp.abs(y - y_star).sum()), rel=1e-9)
+
+
+def test_r4_reproduction_entries_follow_the_spec(r4):
+    """Every Figure 10 / 8 entry carries PAPER.md's values at the paper's n, and its
+    `reproduced` recomputes from `paper` and `ours` by the factor-2-from-n-100 criterion."""
+    from analysis.synthetic_collapse import all_readings
+    from theory_checks.reproduction import paper_values, within_factor
+
+    r = r4
+    entries = r.to_json()["reproduction"]
+    fig10 = [e for e in entries if e["figure"] == "Figure 10"]
+    assert len(fig10) == 4 * len(all_readings())
+    assert {e["series"] for e in fig10} == {"NoPE", "RoPE", "ALiBi", "APE"}
+    assert any(e["figure"] == "Figure 8" for e in entries)
+    for e in entries:
+        assert e["paper"] == paper_values(e["figure"], e["series"], e["n"])
+        assert e["reproduced"] == within_factor(e["paper"], e["ours"], e["n"])
+        assert all(o is not None for o in e["ours"])
+    by = {(e["reading"], e["series"]): e for e in fig10}
+    # NoPE at variance 1/d: the paper's ~6.5 / n (analytic: ||v_n - mean v||_1 / (n + 1))
+    nope = by[("var 1/d, APE in scores, copy at n+1", "NoPE")]
+    assert nope["reproduced"] and nope["ours"][2] == pytest.approx(6.4 / 101, rel=0.3)
+    # variance 1 is sqrt(d) = 8x larger: not reproduced
+    assert not by[("var 1, APE in scores, copy at n+1", "NoPE")]["reproduced"]
+    # APE in the residual stream, copy at n + 1: no collapse
+    assert not by[("var 1/d, APE in residual, copy at n+1", "APE")]["reproduced"]
+    assert r.measured["figure10_readings_that_reproduce"] == [
+        rd for rd in dict.fromkeys(e["reading"] for e in fig10)
+        if all(by[(rd, s)]["reproduced"] for s in ("NoPE", "RoPE", "ALiBi", "APE"))
+    ]
 
 
 def test_r5_collapsed_pairs_give_identical_answers(ctx):
