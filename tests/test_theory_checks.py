@@ -47,6 +47,13 @@ def test_r2_total_variation_decays_like_k_over_n(ctx):
     r = _check("R2", ctx)
     assert r.verdict == "pass"
     assert all(-1.3 < s < -0.8 for s in r.measured["slopes_per_seed"])
+    from theory_checks.reproduction import paper_values, within_factor
+
+    (entry,) = r.to_json()["reproduction"]
+    assert entry["figure"] == "Figure 9" and entry["n"] == [500, 2500, 10000]
+    assert entry["paper"] == paper_values("Figure 9", "TV")
+    assert entry["reproduced"] == within_factor(entry["paper"], entry["ours"], entry["n"])
+    assert entry["reproduced"]  # measured: 0.027, 0.0077, 0.0020 against 0.026, 0.0078, 0.002
 
 
 def test_r3_is_a_boundary_at_the_analytic_value(ctx):
