@@ -35,6 +35,7 @@ from analysis.softmax import (
     total_variation,
     tv_decay_experiment,
 )
+from analysis.synthetic_collapse import Reading, synthetic_pair_distances
 from analysis.spectral import (
     convergence_rate,
     deep_limit,
@@ -49,7 +50,7 @@ from analysis.spectral import (
 )
 
 __all__ = [
-    "ALTERNATING_TV", "PairFamily", "SequenceFamily", "alternating_tv", "block_norms",
+    "ALTERNATING_TV", "PairFamily", "Reading", "SequenceFamily", "alternating_tv", "block_norms",
     "bound_report", "collapse_lengths", "collapse_sweep", "collapse_sweep_slow",
     "convergence_rate", "counting_contrast", "counting_pairs", "deep_limit",
     "distance_to_first_column", "estimate_sensitivity", "fit_decay", "geometric_rate",
@@ -58,5 +59,5 @@ __all__ = [
     "ordered_product", "pair_distance", "path_bound", "ratio_invariance",
     "repeated_last_pair", "same_weights", "second_eigenvalue", "sensitivity_profile",
     "separated_digits", "softmax_tv", "spearman", "spectrum_check", "stable_rank",
-    "token_spread", "total_variation", "tv_decay_experiment",
+    "synthetic_pair_distances", "token_spread", "total_variation", "tv_decay_experiment",
 ]
