@@ -46,7 +46,8 @@ def test_inconclusive_exactly_when_premise_not_reached():
 
 
 def test_report_explains_verdicts_premise_and_reproduction():
-    entry = reproduction("Figure 9", "paper protocol", "TV", {500: 0.03, 2500: 0.008, 10000: 0.0019})
+    entry = reproduction("Figure 9", "paper protocol", "TV",
+                         {500: 0.03, 2500: 0.008, 10000: 0.0019})
     results = [
         _result(verdict="inconclusive", premise="a bit-identical pair", premise_reached=False,
                 to_reach_premise="n up to 400"),

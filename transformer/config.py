@@ -239,12 +239,14 @@ class TransformerConfig:
     @property
     def positions_in_scores(self) -> bool:
         """Absolute positions enter the attention scores only (abs_pos_placement="scores")."""
-        return self.pos_encoding in ("sinusoidal", "learned") and self.abs_pos_placement == "scores"
+        absolute = self.pos_encoding in ("sinusoidal", "learned")
+        return absolute and self.abs_pos_placement == "scores"
 
     @property
     def positions_in_residual(self) -> bool:
         """Absolute positions are added to v^(0) (abs_pos_placement="residual")."""
-        return self.pos_encoding in ("sinusoidal", "learned") and self.abs_pos_placement == "residual"
+        absolute = self.pos_encoding in ("sinusoidal", "learned")
+        return absolute and self.abs_pos_placement == "residual"
 
     @property
     def rope_dims(self) -> int:

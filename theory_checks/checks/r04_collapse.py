@@ -163,10 +163,9 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ape_boundary = slopes["sinusoidal"] > -0.1
     fig10_ok = readings_that_reproduce(entries, "Figure 10")
     fig8_ok = readings_that_reproduce(entries, "Figure 8")
+    fig10 = {(e["reading"], e["series"]): e for e in entries if e["figure"] == "Figure 10"}
     per_series = {
-        SERIES[pe]: [r.name for r in readings
-                     if next(e for e in entries if e["figure"] == "Figure 10"
-                             and e["reading"] == r.name and e["series"] == SERIES[pe])["reproduced"]]
+        SERIES[pe]: [r.name for r in readings if fig10[(r.name, SERIES[pe])]["reproduced"]]
         for pe in ENCODINGS
     }
 
