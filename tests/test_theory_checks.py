@@ -274,3 +274,18 @@ def test_unknown_ids_and_profiles_are_clear_errors(tmp_path, capsys):
     assert "R99" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown profile"):
         Profile("huge")
+
+
+def test_r4_reduced_run_reproduces_what_the_recorded_snapshot_says(r4):
+    """The README table comes from a recorded quick run (docs/reproduction_snapshot.json);
+    this reduced run (2 seeds) reaches the same reproduced / not reproduced per entry."""
+    from theory_checks.reproduction_table import SNAPSHOT
+
+    recorded = {
+        (e["figure"], e["reading"], e["series"]): e["reproduced"]
+        for e in json.loads(SNAPSHOT.read_text())["entries"]
+        if e["figure"] in ("Figure 10", "Figure 8")
+    }
+    ours = {(e["figure"], e["reading"], e["series"]): e["reproduced"]
+            for e in r4.to_json()["reproduction"]}
+    assert recorded and ours == recorded
