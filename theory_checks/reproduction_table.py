@@ -100,15 +100,15 @@ def summary_rows(entries: Sequence[dict]) -> list[tuple[str, str, str, str, str]
         series = list(dict.fromkeys(e["series"] for e in fig_entries))
         partly = [s for s in series
                   if any(e["reproduced"] for e in fig_entries if e["series"] == s)]
+        gap = _worst([e for e in fig_entries if e["reading"] == closest])
         if ok:
             verdict = "reproduces"
         elif partly:
             missing = [s for s in series if s not in partly]
             verdict = (f"partly: {', '.join(partly)} reproduce; {', '.join(missing)} under no "
-                       f"reading (closest: {_worst([e for e in fig_entries if e['reading'] == closest])})")
+                       f"reading (closest: {gap})")
         else:
-            verdict = ("does not reproduce under any reading (closest: "
-                       f"{_worst([e for e in fig_entries if e['reading'] == closest])})")
+            verdict = f"does not reproduce under any reading (closest: {gap})"
         rows.append((figure, FIGURE_CLAIMS.get(figure, ""), _measured(entries, figure, closest),
                      "; ".join(ok) if ok else "none", verdict))
     return rows
