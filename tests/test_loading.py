@@ -349,3 +349,32 @@ def test_gguf_bad_file(tmp_path):
     bad.write_bytes(b"GGUF" + b"\x00" * 10)
     with pytest.raises(ValueError, match="not a readable GGUF file"):
         load_pretrained(bad)
+
+
+@pytest.mark.parametrize(
+    "header, data, message",
+    [
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+          "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12),
+         "invalid offset for tensor `b`"),  # overlapping byte ranges
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8),
+         "invalid shape"),  # 3 float32 in 8 bytes
+        ({"a": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, bytes(8),
+         "unknown variant `Q4`"),  # an unknown dtype
+    ],
+)
+def test_corrupt_safetensors_are_clear_errors(tmp_path, header, data, message):
+    import json
+    import struct
+
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    with pytest.raises(ValueError, match=rf"bad\.safetensors: not a readable.*{message}"):
+        read_safetensors(path)
+    path.write_bytes(b"abc")
+    with pytest.raises(ValueError, match="bad.safetensors.*header too small"):
+        read_safetensors(path)
+    with pytest.raises(ValueError, match="no such safetensors file"):
+        read_safetensors(tmp_path / "missing.safetensors")
