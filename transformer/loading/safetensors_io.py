@@ -49,7 +49,7 @@ def read_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.nda
     Args:
         path: the directory.
     Returns:
-        (the parsed config.json, {tensor name: memory-mapped array}).
+        (the parsed config.json, {tensor name: array}).
     Raises:
         ValueError: no config.json, no safetensors (e.g. only pickle-based .bin/.pt files,
             which are never loaded), a tensor in two shards, or an index that disagrees
