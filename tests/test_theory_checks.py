@@ -3,6 +3,7 @@ deliberate breakage, and the CLI's report."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +290,40 @@ def test_r4_reduced_run_reproduces_what_the_recorded_snapshot_says(r4):
     ours = {(e["figure"], e["reading"], e["series"]): e["reproduced"]
             for e in r4.to_json()["reproduction"]}
     assert recorded and ours == recorded
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file", "proc"])
+def test_unwritable_out_is_a_clear_error_before_any_check_runs(tmp_path, capsys, monkeypatch,
+                                                                where):
+    import theory_checks.__main__ as cli
+
+    blocker = tmp_path / "plain_file"
+    blocker.write_text("not a folder")
+    out = {"under_a_file": blocker / "report", "is_a_file": blocker,
+           "proc": Path("/proc/theory_checks_no_such_place/report")}[where]
+    ran = []
+    monkeypatch.setattr(cli, "run_checks", lambda *a, **k: ran.append(1) or [])
+    with pytest.raises(SystemExit) as err:
+        main(["--only", "R1", "--out", str(out), "--no-progress"])
+    assert err.value.code == 2 and not ran
+    assert f"--out {out}" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain_file"]  # nothing half-done
+
+
+def test_inconclusive_results_do_not_fail_the_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    import theory_checks.__main__ as cli
+    from theory_checks.result import CheckResult
+
+    def fake(ids, profile, figure_dir, **kw):
+        base = CheckResult(id="R5", title="t", paper_ref="p", claim="c", criterion="k",
+                           measured={}, verdict="inconclusive", premise="a collapsed pair",
+                           premise_reached=False, to_reach_premise="n up to 400")
+        return [base, dataclasses.replace(base, id="R1", verdict="pass", premise_reached=True)]
+
+    monkeypatch.setattr(cli, "run_checks", fake)
+    assert main(["--only", "R1,R5", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [r["premise_reached"] for r in saved] == [False, True]

@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     out = Path(args.out)
+    try:
+        report.check_writable(out)
+    except ValueError as err:
+        parser.error(str(err))  # exit status 2, before any check runs
     start = time.perf_counter()
     with report.staging_folder(out) as stage:
         results = run_checks(

@@ -99,6 +99,28 @@ def markdown(results: list[CheckResult], meta: dict) -> str:
     return "\n".join(out)
 
 
+def check_writable(out: Path) -> None:
+    """Raise ValueError, naming the problem, unless a report can be written at `out`: its
+    parent folder exists or can be created and is writable, and `out` is not a file.
+
+    Called before any check runs, so that a bad --out costs nothing and writes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is not a folder, so {parent} cannot be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: no permission to write in {existing}")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=parent))
+        probe.rmdir()
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write a report there ({err.strerror})") from None
+
+
 @contextlib.contextmanager
 def staging_folder(out: Path):
     """A temporary folder beside `out` that replaces `out` only if the block completes.
