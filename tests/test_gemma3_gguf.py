@@ -43,6 +43,7 @@ TOKENIZER_TEXTS = [
     "  naïve café — ok?!\n\tend  ",
     "日本語のテキスト 🙂 Ünïcödé",
     "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
+    "bell\x07, private use \ue000\U000f0000 and \u0378",  # rare characters: UTF-8 bytes
 ]
 
 

