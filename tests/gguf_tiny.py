@@ -9,9 +9,9 @@ Conv1D weights transposed and its head stored as a copy of the embedding. Tensor
 float32 (the real Gemma 3 file covers quantised blocks).
 
 The configs here are ones a llama.cpp file can express (e.g. Gemma's query scale is the
-head width, the Gemma 3 layer pattern is 5 local : 1 global); "transformers_reads" says
-whether transformers' GGUF reader also reproduces the model (it supports no Gemma 1 file,
-and reads neither the Gemma 2 soft-cap keys nor Gemma 3's rope scaling and final soft-cap).
+head width); the flag beside each config says whether transformers' GGUF reader also
+reproduces the model (it supports no Gemma 1 file, and reads neither the Gemma 2 soft-cap
+keys nor Gemma 3's rope scaling, final soft-cap, local RoPE base or layer pattern).
 """
 
 from __future__ import annotations
@@ -111,6 +111,19 @@ def gguf_hf_configs() -> dict[str, tuple[transformers.PretrainedConfig, bool]]:
             ),
             False,
         ),
+        # The keys newer converters write: a local RoPE base and a per-layer pattern.
+        "gemma3_pattern_keys": (
+            transformers.Gemma3TextConfig(
+                **_GEMMA_GGUF,
+                num_hidden_layers=3,
+                layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                rope_parameters={
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                    "full_attention": {"rope_type": "default", "rope_theta": 500.0},
+                },
+            ),
+            False,
+        ),
     }
 
 
@@ -150,8 +163,14 @@ def gguf_metadata(config: transformers.PretrainedConfig) -> dict:
         meta["attention.key_length"] = meta["attention.value_length"] = head_dim
     rope = c.rope_parameters
     if c.model_type == "gemma3_text":
-        rope = rope["full_attention"]  # the local base is fixed at 10,000 in llama.cpp
+        # Newer converters write the local base (llama.cpp assumes 10,000 without it) and,
+        # for a layer pattern other than 5 local : 1 global, one flag per layer.
+        meta["rope.freq_base_swa"] = rope["sliding_attention"]["rope_theta"]
+        rope = rope["full_attention"]
         meta["attention.sliding_window"] = c.sliding_window
+        sliding = [kind == "sliding_attention" for kind in c.layer_types]
+        if sliding != [(i + 1) % 6 != 0 for i in range(c.num_hidden_layers)]:
+            meta["attention.sliding_window_pattern"] = sliding
         if c.final_logit_softcapping is not None:
             meta["final_logit_softcapping"] = c.final_logit_softcapping
     if c.model_type == "gemma2":
