@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from transformer.config import TransformerConfig
 from transformer.loading import gemma, llama
+from transformer.loading.gguf_io import ArchMetadata
 from transformer.loading.mapping import (
     Spec,
     check_unsupported,
@@ -15,6 +18,7 @@ from transformer.loading.mapping import (
 )
 
 MODEL_TYPES = ("gemma2",)
+GGUF_ARCHITECTURES = ("gemma2",)
 PREFIXES = llama.PREFIXES
 EMBED = llama.EMBED
 
@@ -75,3 +79,25 @@ def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
         attn_post_norm="post_attention_layernorm",
         mlp_post_norm="post_feedforward_layernorm",
     )
+
+
+def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """A Hugging Face Gemma 2 config dict and tensors from GGUF metadata and renamed tensors.
+
+    llama.cpp's defaults where a key is absent: soft-caps 50 / 30, window 4096, even layers
+    sliding (the pattern is fixed, it has no key).
+
+    Raises:
+        ValueError: metadata the decoder cannot represent (names the key).
+    """
+    m = ArchMetadata(meta)
+    hf = llama.gguf_hf_config(m, tensors, "gemma2")
+    hf.update(
+        hidden_activation="gelu_pytorch_tanh",
+        attn_logit_softcapping=float(m.get("attn_logit_softcapping", 50.0)),
+        final_logit_softcapping=float(m.get("final_logit_softcapping", 30.0)),
+        sliding_window=m.integer("attention.sliding_window", 4096),
+        query_pre_attn_scalar=gemma.gguf_query_scalar(m, hf, big_layers=46),
+    )
+    m.check_all_read()
+    return hf, gemma.gguf_norms_to_hf(tensors)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from transformer.config import TransformerConfig
 from transformer.loading import llama
+from transformer.loading.gguf_io import ArchMetadata
 from transformer.loading.mapping import (
     Spec,
     activation,
@@ -14,6 +17,7 @@ from transformer.loading.mapping import (
 )
 
 MODEL_TYPES = ("qwen2",)
+GGUF_ARCHITECTURES = ("qwen2",)
 PREFIXES = llama.PREFIXES
 EMBED = llama.EMBED
 
@@ -59,3 +63,19 @@ def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
     """Decoder parameters from a Qwen2 checkpoint (names without the "model." prefix)."""
     del hf
     return llama.layer_specs(config)
+
+
+def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """A Hugging Face Qwen2 config dict and tensors from GGUF metadata and renamed tensors.
+
+    llama.cpp's Qwen2 rotates halves (no q/k permutation to undo) and has no sliding
+    window: every layer is global.
+
+    Raises:
+        ValueError: metadata the decoder cannot represent (names the key).
+    """
+    m = ArchMetadata(meta)
+    hf = llama.gguf_hf_config(m, tensors, "qwen2")
+    hf.update(hidden_act="silu", use_sliding_window=False)
+    m.check_all_read()
+    return hf, dict(tensors)
