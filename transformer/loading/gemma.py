@@ -9,7 +9,7 @@ import numpy as np
 from transformer.config import TransformerConfig
 from transformer.loading import llama
 from transformer.loading.gguf_io import ArchMetadata
-from transformer.loading.mapping import Spec, activation, check_unsupported, rope_parameters
+from transformer.loading.mapping import Spec, activation, check_unsupported
 
 MODEL_TYPES = ("gemma",)
 GGUF_ARCHITECTURES = ("gemma",)
@@ -30,29 +30,16 @@ def embedding_scale(hf: Mapping) -> float:
     return float(hf["hidden_size"]) ** 0.5
 
 
+# Gemma's switches on top of llama.SHARED (Gemma 2 and 3 extend this table).
+FIXED = dict(rmsnorm_unit_offset=True)
+
+
 def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """TransformerConfig of a Hugging Face GemmaConfig dict."""
     where = "gemma config"
     check_unsupported(hf, where, use_bidirectional_attention=(False, None))
-    theta, factor = rope_parameters(hf)
-    bias = bool(hf.get("attention_bias", False))
-    return TransformerConfig(
-        **llama.sizes(hf),
-        pos_encoding="rope",
-        rope_theta=theta,
-        rope_linear_factor=factor,
-        norm="rmsnorm",
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        norm_bias=False,
-        rmsnorm_unit_offset=True,
-        activation=gemma_activation(hf, where),
-        gated=True,
-        qkv_bias=bias,
-        out_bias=bias,
-        embedding_scale=embedding_scale(hf),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-        **precision,
-    )
+    read = dict(activation=gemma_activation(hf, where), embedding_scale=embedding_scale(hf))
+    return llama.llama_style_config(hf, fixed=FIXED, read=read, tie_default=True, **precision)
 
 
 def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:

@@ -10,12 +10,7 @@ import numpy as np
 from transformer.config import TransformerConfig
 from transformer.loading import gemma, llama
 from transformer.loading.gguf_io import ArchMetadata
-from transformer.loading.mapping import (
-    Spec,
-    check_unsupported,
-    rope_parameters,
-    windows_from_layer_types,
-)
+from transformer.loading.mapping import Spec, check_unsupported, windows_from_layer_types
 
 MODEL_TYPES = ("gemma2",)
 GGUF_ARCHITECTURES = ("gemma2",)
@@ -28,6 +23,23 @@ def _optional(hf: Mapping, key: str, default):
     return None if value is None else float(value)
 
 
+# Gemma 2's switches on top of Gemma's (Gemma 3 extends this table).
+FIXED = dict(gemma.FIXED, norm_placement="sandwich")
+
+
+def layer_types_or_pattern(hf: Mapping, period: int) -> dict:
+    """The config with `layer_types` filled where older configs leave it out: every
+    `period`-th layer global, the others sliding (Gemma 2: period 2, Gemma 3: 6)."""
+    hf = dict(hf)
+    if hf.get("layer_types") is None:
+        hf["layer_types"] = [
+            "sliding_attention" if (i + 1) % period else "full_attention"
+            for i in range(int(hf["num_hidden_layers"]))
+        ]
+    hf.setdefault("sliding_window", 4096)
+    return hf
+
+
 def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """TransformerConfig of a Hugging Face Gemma2Config dict.
 
@@ -36,38 +48,16 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """
     where = "gemma2 config"
     check_unsupported(hf, where, use_bidirectional_attention=(False, None))
-    size = llama.sizes(hf)
-    hf = dict(hf)
-    if hf.get("layer_types") is None:
-        hf["layer_types"] = [
-            "sliding_attention" if (i + 1) % 2 else "full_attention"
-            for i in range(size["n_layers"])
-        ]
-    hf.setdefault("sliding_window", 4096)
-    theta, factor = rope_parameters(hf)
-    bias = bool(hf.get("attention_bias", False))
-    return TransformerConfig(
-        **size,
-        pos_encoding="rope",
-        rope_theta=theta,
-        rope_linear_factor=factor,
-        norm="rmsnorm",
-        norm_placement="sandwich",
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        norm_bias=False,
-        rmsnorm_unit_offset=True,
+    hf = layer_types_or_pattern(hf, 2)
+    read = dict(
         activation=gemma.gemma_activation(hf, where),
-        gated=True,
-        qkv_bias=bias,
-        out_bias=bias,
-        window=windows_from_layer_types(hf, size["n_layers"], where),
+        window=windows_from_layer_types(hf, int(hf["num_hidden_layers"]), where),
         attn_logit_softcap=_optional(hf, "attn_logit_softcapping", 50.0),
         final_logit_softcap=_optional(hf, "final_logit_softcapping", 30.0),
         query_scale=float(hf.get("query_pre_attn_scalar", 256)) ** -0.5,
         embedding_scale=gemma.embedding_scale(hf),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-        **precision,
     )
+    return llama.llama_style_config(hf, fixed=FIXED, read=read, tie_default=True, **precision)
 
 
 def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:

@@ -24,6 +24,12 @@ PREFIXES = llama.PREFIXES
 EMBED = llama.EMBED
 
 
+# Gemma 3's switches on top of Gemma 2's. transformers' Gemma 3 attention never applies
+# attn_logit_softcapping (the field exists, released configs set it to null): follow the
+# reference and ignore it.
+FIXED = dict(gemma2.FIXED, qk_norm=True, attn_logit_softcap=None)
+
+
 def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """TransformerConfig of a Hugging Face Gemma3TextConfig dict.
 
@@ -32,15 +38,7 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """
     where = "gemma3_text config"
     check_unsupported(hf, where, use_bidirectional_attention=(False, None))
-    size = llama.sizes(hf)
-    hf = dict(hf)
-    if hf.get("layer_types") is None:
-        pattern = int(hf.get("sliding_window_pattern", 6))
-        hf["layer_types"] = [
-            "sliding_attention" if (i + 1) % pattern else "full_attention"
-            for i in range(size["n_layers"])
-        ]
-    hf.setdefault("sliding_window", 4096)
+    hf = gemma2.layer_types_or_pattern(hf, int(hf.get("sliding_window_pattern", 6)))
     if isinstance(hf.get("rope_parameters"), Mapping) and "full_attention" in hf["rope_parameters"]:
         theta, factor = rope_parameters(hf, "full_attention")
         theta_local, local_factor = rope_parameters(hf, "sliding_attention")
@@ -55,32 +53,16 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
         )
     if local_factor != 1.0:
         raise ValueError(f"{where}: rope scaling on sliding layers is not supported")
-    bias = bool(hf.get("attention_bias", False))
-    return TransformerConfig(
-        **size,
-        pos_encoding="rope",
-        rope_theta=theta,
+    read = dict(
         rope_theta_local=theta_local,
-        rope_linear_factor=factor,
-        norm="rmsnorm",
-        norm_placement="sandwich",
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        norm_bias=False,
-        rmsnorm_unit_offset=True,
-        qk_norm=True,
         activation=gemma.gemma_activation(hf, where),
-        gated=True,
-        qkv_bias=bias,
-        out_bias=bias,
-        window=windows_from_layer_types(hf, size["n_layers"], where),
-        # transformers' Gemma 3 attention never applies attn_logit_softcapping (the field
-        # exists, released configs set it to null); follow the reference and ignore it.
-        attn_logit_softcap=None,
+        window=windows_from_layer_types(hf, int(hf["num_hidden_layers"]), where),
         final_logit_softcap=gemma2._optional(hf, "final_logit_softcapping", None),
         query_scale=float(hf.get("query_pre_attn_scalar", 256)) ** -0.5,
         embedding_scale=gemma.embedding_scale(hf),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-        **precision,
+    )
+    return llama.llama_style_config(
+        hf, fixed=FIXED, read=read, tie_default=True, rope=(theta, factor), **precision
     )
 
 

@@ -46,6 +46,42 @@ def sizes(hf: Mapping) -> dict:
     )
 
 
+# The switches every Llama-style architecture (Llama, Qwen2, Gemma 1-3) shares; each module
+# states only what it changes, as a table of fixed switches plus fields read from its config.
+SHARED = dict(pos_encoding="rope", norm="rmsnorm", norm_bias=False, gated=True)
+
+
+def llama_style_config(
+    hf: Mapping, *, fixed: Mapping, read: Mapping, tie_default: bool, rope=None, **precision
+) -> TransformerConfig:
+    """TransformerConfig of a Llama-style Hugging Face config dict.
+
+    Args:
+        hf: the config dict.
+        fixed: the architecture's fixed switches (override `SHARED`).
+        read: fields the architecture reads from its config (override everything else).
+        tie_default: tie_word_embeddings when the config does not say.
+        rope: (theta, linear factor) when the architecture reads them its own way (default:
+            `rope_parameters(hf)`).
+        **precision: dtype, param_dtype, softmax_dtype, matmul_precision.
+    """
+    theta, factor = rope_parameters(hf) if rope is None else rope
+    bias = bool(hf.get("attention_bias", False))
+    fields = dict(
+        **sizes(hf),
+        **SHARED,
+        rope_theta=theta,
+        rope_linear_factor=factor,
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        qkv_bias=bias,
+        out_bias=bias,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", tie_default)),
+    )
+    fields.update(fixed)
+    fields.update(read)
+    return TransformerConfig(**fields, **precision)
+
+
 def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """TransformerConfig of a Hugging Face LlamaConfig dict.
 
@@ -54,24 +90,11 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """
     where = "llama config"
     check_unsupported(hf, where, pretraining_tp=(1, None))
-    theta, factor = rope_parameters(hf)
-    bias = bool(hf.get("attention_bias", False))
-    return TransformerConfig(
-        **sizes(hf),
-        pos_encoding="rope",
-        rope_theta=theta,
-        rope_linear_factor=factor,
-        norm="rmsnorm",
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        norm_bias=False,
+    read = dict(
         activation=activation(hf.get("hidden_act", "silu"), where),
-        gated=True,
         mlp_bias=bool(hf.get("mlp_bias", False)),
-        qkv_bias=bias,
-        out_bias=bias,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        **precision,
     )
+    return llama_style_config(hf, fixed={}, read=read, tie_default=False, **precision)
 
 
 def layer_specs(

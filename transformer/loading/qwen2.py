@@ -9,17 +9,16 @@ import numpy as np
 from transformer.config import TransformerConfig
 from transformer.loading import llama
 from transformer.loading.gguf_io import ArchMetadata
-from transformer.loading.mapping import (
-    Spec,
-    activation,
-    rope_parameters,
-    windows_from_layer_types,
-)
+from transformer.loading.mapping import Spec, activation, windows_from_layer_types
 
 MODEL_TYPES = ("qwen2",)
 GGUF_ARCHITECTURES = ("qwen2",)
 PREFIXES = llama.PREFIXES
 EMBED = llama.EMBED
+
+
+# Qwen2's switches on top of llama.SHARED: q/k/v biases, no output bias.
+FIXED = dict(qkv_bias=True, out_bias=False)
 
 
 def to_config(hf: Mapping, **precision) -> TransformerConfig:
@@ -40,23 +39,11 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
         ]
     elif not hf.get("use_sliding_window", False):
         hf["sliding_window"] = None  # HF ignores sliding_window unless this is set
-    theta, factor = rope_parameters(hf)
-    return TransformerConfig(
-        **size,
-        pos_encoding="rope",
-        rope_theta=theta,
-        rope_linear_factor=factor,
-        norm="rmsnorm",
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        norm_bias=False,
+    read = dict(
         activation=activation(hf.get("hidden_act", "silu"), where),
-        gated=True,
-        qkv_bias=True,
-        out_bias=False,
         window=windows_from_layer_types(hf, size["n_layers"], where),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        **precision,
     )
+    return llama.llama_style_config(hf, fixed=FIXED, read=read, tie_default=False, **precision)
 
 
 def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
