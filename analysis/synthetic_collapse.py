@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from transformer import placement
 from transformer.layers import alibi_slopes, apply_rope, sinusoidal_encoding
 
 ENCODINGS = ("none", "rope", "alibi", "sinusoidal")
@@ -219,15 +220,16 @@ def synthetic_pair_distances(
         n_max=int(lengths.max()), d=d, encoding=encoding, placement=reading.placement,
         appended=appended,
     )
-    sigma = jnp.float64(reading.sigma(d))
-    shift = jnp.int32(1 if reading.repeat_at == "new" else 0)
     rows = []
-    for start in range(0, len(seeds), SEED_CHUNK):
-        chunk = seeds[start:start + SEED_CHUNK]
-        chunk = chunk + [chunk[-1]] * (SEED_CHUNK - len(chunk))  # one shape: one compile
-        keys = jnp.stack([jax.random.key(s) for s in chunk])
-        rows.append(np.asarray(_pair_l1_seeds(keys, jnp.asarray(lengths), sigma, shift,
-                                              **options)))
+    with placement.default_device_for(jnp.float64):  # the host CPU when there is a TPU/GPU
+        sigma = jnp.float64(reading.sigma(d))
+        shift = jnp.int32(1 if reading.repeat_at == "new" else 0)
+        for start in range(0, len(seeds), SEED_CHUNK):
+            chunk = seeds[start:start + SEED_CHUNK]
+            chunk = chunk + [chunk[-1]] * (SEED_CHUNK - len(chunk))  # one shape: one compile
+            keys = jnp.stack([jax.random.key(s) for s in chunk])
+            rows.append(np.asarray(_pair_l1_seeds(keys, jnp.asarray(lengths), sigma, shift,
+                                                  **options)))
     return np.concatenate(rows)[: len(seeds)]
 
 

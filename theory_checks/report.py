@@ -91,9 +91,10 @@ def markdown(results: list[CheckResult], meta: dict) -> str:
             out += [f"**Notes.** {r.notes}", ""]
         for fig in r.figures:
             out += [f"![{r.id}: {Path(fig).stem}]({fig})", ""]
+        where = "; ".join(f"{k} on {v}" for k, v in r.placement.items())
         out += [
-            f"_seeds {list(r.seeds)}, dtypes {list(r.dtypes)}, device {r.device}, "
-            f"{r.runtime_s:.1f} s_",
+            f"_seeds {list(r.seeds)}, dtypes {list(r.dtypes)}, device {r.device}"
+            + (f" ({where})" if where else "") + f", {r.runtime_s:.1f} s_",
             "",
         ]
     return "\n".join(out)

@@ -47,6 +47,9 @@ class CheckResult:
         premise_reached: False exactly when the verdict is `inconclusive`.
         to_reach_premise: what would reach the premise (a longer sweep to the predicted
             collapse length, a larger model...); set when premise_reached is False.
+        placement: {dtype: device} of the computations the check ran, as
+            `transformer.placement` decided them (float64 on the host CPU when an
+            accelerator is present); stamped by the runner.
         reproduction: one `theory_checks.reproduction.Reproduction` dict per reproduced
             figure and reading (the paper's values beside ours); reported beside the
             verdict, never folded into it.
@@ -71,6 +74,7 @@ class CheckResult:
     premise_reached: bool = True
     to_reach_premise: str = ""
     reproduction: tuple[dict[str, Any], ...] = ()
+    placement: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:

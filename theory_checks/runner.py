@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 
+from transformer import placement
 from theory_checks.context import Profile, RunContext, device_description
 from theory_checks.result import CheckResult
 
@@ -64,6 +65,7 @@ def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     """Run one check with full-precision matmuls, stamping device and runtime."""
     module = importlib.import_module(f"theory_checks.checks.{checks_for(profile)[cid]}")
     start = time.perf_counter()
+    placement.reset_log()
     # Whatever the backend's default (TPU/H100 run float32 matmuls as bf16/TF32 passes),
     # the checks compare against float32/float64 numbers: full precision everywhere.
     with jax.default_matmul_precision("highest"):
@@ -71,7 +73,10 @@ def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     runtime = time.perf_counter() - start
     if result.id != cid:
         raise RuntimeError(f"check module {module.__name__} returned id {result.id}, not {cid}")
-    return dataclasses.replace(result, device=device_description(), runtime_s=runtime)
+    return dataclasses.replace(
+        result, device=device_description(), runtime_s=runtime,
+        placement=placement.placements(),
+    )
 
 
 def run_checks(

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from transformer import placement
 from transformer.config import TransformerConfig
 from transformer.layers import MLP, Attention, Norm, _normal, sinusoidal_encoding
 
@@ -149,6 +150,9 @@ class Decoder(nnx.Module):
         else:
             self.unembedding = nnx.Param(_normal(rngs, (c.d_model, c.vocab_size), c.init_std, pdt))
         self.lm_head_bias = nnx.Param(jnp.zeros((c.vocab_size,), pdt)) if c.lm_head_bias else None
+        # float64 models on the host CPU, the formats under study on the accelerator
+        # (transformer.placement; a no-op on a CPU-only machine)
+        nnx.update(self, placement.place(nnx.state(self), c.compute_dtype))
 
     # ---- input checks ---------------------------------------------------------------------
 
@@ -515,5 +519,5 @@ def with_precision(model: Decoder, **precision) -> Decoder:
     target = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
     pdt = config.params_dtype
     state = jax.tree.map(lambda a: jnp.asarray(a).astype(pdt), nnx.state(model, nnx.Param))
-    nnx.update(target, state)
+    nnx.update(target, placement.place(state, config.compute_dtype))
     return target
