@@ -60,3 +60,23 @@ def test_r8_pattern_without_two_non_zeros_per_row(ctx, monkeypatch):
     assert m["min_nonzeros_below_first_row"] == 1
     assert m["distance_at_max_depth"] == pytest.approx(2.0)  # rows stay e_i: ||e_i - e_1||_1
     assert "found 1" in r.to_reach_premise
+
+
+def test_r8_rate_too_slow_for_the_depth_cap(ctx, monkeypatch):
+    """Two non-zeros per row, but lambda_2 = 1 - 1e-4: the predicted rate needs ~5e5 layers
+    to show the limit, beyond the cap, so the sweep cannot judge the rate."""
+    import theory_checks.checks.r08_deep_limit as r08
+
+    def slow(model, tokens):
+        n, eps = len(tokens), 1e-4
+        lam = (1 - eps) * np.eye(n)
+        lam[:, 0] += eps
+        lam[0, 0] = 1.0
+        return lam
+
+    monkeypatch.setattr(r08, "attention_matrix", slow)
+    r = run_check("R8", QUICK, ctx)
+    m = _inconclusive(r)
+    assert m["min_nonzeros_below_first_row"] == 2
+    assert m["depth_needed"] == pytest.approx(np.log(1e-11) / np.log(1 - 0.5e-4), rel=1e-5)
+    assert m["depth_needed"] > r08.MAX_DEPTH and "depth cap" in r.to_reach_premise
