@@ -87,9 +87,10 @@ class Recipe:
         c, t, s = self.config, self.task, self.spec
         window = "" if c.window is None else f", window {c.window}"
         sep = "" if t.sep_every is None else f", ',' every {t.sep_every}"
+        positions = "NoPE" if c.pos_encoding == "none" else c.pos_encoding
         return (
-            f"{t.task}{sep}: {c.n_layers}-layer decoder, d_model {c.d_model}, {c.n_heads} heads, "
-            f"{c.pos_encoding}{window}, {c.norm}, trained in {c.dtype} on lengths "
+            f"{self.name} ({t.task}{sep}): {c.n_layers}-layer decoder, d_model {c.d_model}, "
+            f"{c.n_heads} heads, {positions}{window}, {c.norm}, trained in {c.dtype} on lengths "
             f"{t.min_len}..{t.max_len}, {s.steps} AdamW steps of {s.batch_size}, seed {s.seed}"
         )
 

@@ -168,7 +168,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         criterion=f"(1) copy_last's failure length (first n beyond training with accuracy < "
         f"{FAIL_BELOW}; none = {beyond}) <= copy_first's; (2) for both trained models, "
         "max ||dy_n/dv_i|| over the first two positions and over the last two both exceed the "
-        f"median over the middle half, on a length-{n_long} input. Premise: {PREMISE}.",
+        f"median over the middle half, on a length-{n_long} input.",
         measured={
             "accuracy": {name: {str(n): a for n, a in acc[name].items()} for name in TASKS},
             "failure_length": {name: fail[name] for name in TASKS},

@@ -162,8 +162,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "precision (bfloat16) reaches that point within a few hundred ones.",
         criterion="(1) for both counters, in every format, every n with y(n) == y(n+1) bit for "
         "bit has equal argmax answers and at least one of them wrong; (2) the NoPE counter's "
-        f"float64 pair distance falls with n (log-log slope over n = 1..{n_max} < 0). Premise: "
-        + PREMISE + ".",
+        f"float64 pair distance falls with n (log-log slope over n = 1..{n_max} < 0).",
         measured={
             "lengths": lengths,
             "n_star_bfloat16": n_star,

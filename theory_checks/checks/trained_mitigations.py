@@ -184,7 +184,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "n of the content-matched float64 relative pair distance with separators >= without; "
         f"(b) window 4: relative distance <= {EXACT:g} for every n >= L (w - 1) = {n_rf}, at "
         f"most one length n >= {n_rf} answered right in float32, while the plain RoPE model's "
-        f"pairs for n in [{n_rf}, {t_max}] stay > {EXACT:g} apart. Premise: {PREMISE}.",
+        f"pairs for n in [{n_rf}, {t_max}] stay > {EXACT:g} apart.",
         measured={
             "lengths": lengths,
             "train_max": {name: recs[name].task.max_len for name in MODELS},
