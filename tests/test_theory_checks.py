@@ -120,7 +120,7 @@ def test_r4_reproduction_entries_follow_the_spec(r4):
 
 def test_r5_collapsed_pairs_give_identical_answers(ctx):
     r = _check("R5", ctx)
-    assert r.verdict == "pass"
+    assert r.verdict == "pass" and r.premise_reached  # premise reached (tests/test_premises.py)
     m = r.measured
     identical = m["float16_identical_pairs"] + m["bfloat16_identical_pairs"]
     assert identical > 0
@@ -130,7 +130,7 @@ def test_r5_collapsed_pairs_give_identical_answers(ctx):
 def test_r6_low_precision_collapses_first_and_as_predicted(ctx):
     r = _check("R6", ctx)
     m = r.measured
-    assert r.verdict == "pass"
+    assert r.verdict == "pass" and r.premise_reached
     assert m["bfloat16_collapse_length"] < 512 and m["float16_collapse_length"] < 512
     assert m["float32_collapse_length"] is None  # not within the reduced sweep
     # The prediction in the report follows from the fitted decay and u = 2^-8 (independently
@@ -152,7 +152,8 @@ def test_r7_bound_holds_with_frozen_attention_and_is_not_vacuous(ctx):
 def test_r8_deep_limit_rate(ctx):
     r = _check("R8", ctx)
     m = r.measured
-    assert r.verdict == "pass"
+    assert r.verdict == "pass" and r.premise_reached
+    assert m["min_nonzeros_below_first_row"] >= 2
     assert m["predicted_rate"] == pytest.approx((1 + m["lambda_2"]) / 2, rel=1e-15)
     assert m["fitted_rate"] == pytest.approx(m["predicted_rate"], rel=1e-3)
     assert m["first_column_at_max_depth_min"] == pytest.approx(1.0, abs=1e-8)
