@@ -628,13 +628,13 @@ plt.show()
 # The paper's probe: copy the *last* element of "1...10" versus the *first* of "01...1".
 # The theory predicts that the last element is the harder one at long lengths (its
 # signal reaches `y_n` through the fewest paths, and the repeated ones before it collapse).
-# `transformer.train` trains a tiny decoder on `transformer.tasks` and evaluates accuracy
+# `training.train` trains a tiny decoder on `training.tasks` and evaluates accuracy
 # per length, including lengths longer than seen in training.
 # *Question: which task generalises to longer sequences?*
 
 # %% tags=["figure"]
-from transformer.tasks import VOCAB_SIZE, TaskSpec
-from transformer.train import TrainSpec, train
+from training.tasks import VOCAB_SIZE, TaskSpec
+from training.train import TrainSpec, train
 
 train_max = size(8, 16)
 eval_lengths = tuple(sorted({2, train_max // 2, train_max, 2 * train_max, 4 * train_max}))

@@ -24,8 +24,8 @@ from theory_checks.trained import (  # noqa: E402
     recipe,
     trained_model,
 )
-from transformer.tasks import COUNT_0, SEP, TaskSpec, make_batch  # noqa: E402
-from transformer.train import evaluate  # noqa: E402
+from training.tasks import COUNT_0, SEP, TaskSpec, make_batch  # noqa: E402
+from training.train import evaluate  # noqa: E402
 
 PROFILE = Profile("trained")
 
@@ -127,7 +127,7 @@ def test_r5_verdict_and_corollary(results):
     n_star = m["n_star_bfloat16"]
     assert n_star == identical[0]
     assert n_star in chain["corollary_b10"]["bfloat16"]["same_answer_n"]
-    # Independent: count_ones has one example per length, so transformer.train.evaluate
+    # Independent: count_ones has one example per length, so training.train.evaluate
     # (padded batches, another code path) must reproduce the per-length correctness (every
     # fourth length, the training range and n*, at the sweep's padded width).
     lengths = m["lengths"]

@@ -1,10 +1,10 @@
 """Small trained decoders for the `trained` profile (R5, R11, R12): recipes, a cache, and
 the task-layout measurements the trained checks share.
 
-Each recipe names a task (`transformer.tasks`), a model and a training run; `trained_model`
+Each recipe names a task (`training.tasks`), a model and a training run; `trained_model`
 trains it once per process (the checks share models through an in-memory cache) and, when
 the environment variable `THEORY_CHECKS_CACHE` names a folder, also stores it there as a
-`transformer.checkpoint` and loads it from there on later runs. Nothing is written outside
+`training.checkpoint` and loads it from there on later runs. Nothing is written outside
 that folder; without the variable nothing is written at all.
 
 `query_states` runs the task's own sequences (BOS, elements, separators, the query token)
@@ -29,11 +29,11 @@ import numpy as np
 from flax import nnx
 
 from analysis.collapse import CollapseSweep
-from transformer.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
+from training.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
 from transformer.config import DTYPES, TransformerConfig
 from transformer.model import Decoder, with_precision
-from transformer.tasks import COUNT_0, VOCAB_SIZE, TaskSpec, make_batch, sequence_length
-from transformer.train import TrainSpec, train
+from training.tasks import COUNT_0, VOCAB_SIZE, TaskSpec, make_batch, sequence_length
+from training.train import TrainSpec, train
 
 CACHE_ENV = "THEORY_CHECKS_CACHE"
 

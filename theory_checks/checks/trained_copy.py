@@ -13,8 +13,8 @@ from theory_checks.context import Profile, RunContext
 from theory_checks.plotting import plt, save
 from theory_checks.result import CheckResult, verdict_from
 from theory_checks.trained import recipe, trained_model
-from transformer.tasks import make_batch
-from transformer.train import evaluate
+from training.tasks import make_batch
+from training.train import evaluate
 
 ID, TITLE, PAPER_REF = "R11", "Trained copy-first vs copy-last", "Section 5 (U-shape), Fig. 1"
 

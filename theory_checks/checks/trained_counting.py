@@ -23,7 +23,7 @@ from theory_checks.trained import (
     recipe_query_states,
     trained_model,
 )
-from transformer.tasks import COUNT_0
+from training.tasks import COUNT_0
 
 ID, TITLE, PAPER_REF = "R5", "Trained counter: collapse and Corollary B.10", "Corollary B.10"
 

@@ -21,7 +21,7 @@ from theory_checks.context import Profile, RunContext
 from theory_checks.plotting import plt, save
 from theory_checks.result import CheckResult, verdict_from
 from theory_checks.trained import recipe, recipe_query_states, trained_model
-from transformer.tasks import sequence_length
+from training.tasks import sequence_length
 
 ID, TITLE = "R12", "Trained counters with separators / a window"
 PAPER_REF = "Section 6 (mitigations)"
