@@ -120,6 +120,15 @@ def _host64(x: jax.Array) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _prefill_first(graphdef, state, tokens, capacity: int):
+    """tokens [1, C] into a fresh cache of `capacity` slots (made inside: an empty context is
+    a constant, which compiles 2-3x faster than a cache passed in)."""
+    model = nnx.merge(graphdef, state)
+    _, cache = model.decode(tokens, model.init_cache(1, capacity))
+    return cache
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _prefill_chunk(graphdef, state, tokens, cache):
     """tokens [1, C] appended to the cache (logits unused: removed by XLA)."""
@@ -194,8 +203,8 @@ def pair_sweep(
     for dtype in dtypes:
         m = with_precision(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
         graphdef, state = nnx.split(m)
-        cache = m.init_cache(1, capacity)
-        for c0 in range(0, capacity, chunk):
+        cache = _prefill_first(graphdef, state, jnp.asarray(filled[None, :chunk]), capacity)
+        for c0 in range(chunk, capacity, chunk):
             cache = _prefill_chunk(graphdef, state, jnp.asarray(filled[None, c0 : c0 + chunk]),
                                    cache)
         lv, hd = [], []
