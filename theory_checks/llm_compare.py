@@ -136,10 +136,15 @@ def _tasks(ax, per_model):
 
 
 def _windows(ax, per_model):
+    drawn = False
     for model, r in per_model.items():
         for k in (k for k in r.measured if k.startswith("y_linf_")):
             x, y = _curve(r, k)
             ax.loglog(x, _positive(y), "-", lw=1, label=f"{model}: {k[len('y_linf_'):]}")
+            drawn = True
+    if not drawn:
+        ax.text(0.5, 0.5, "does not apply: no model here has sliding windows", ha="center",
+                va="center", transform=ax.transAxes, fontsize=8)
     ax.set_xlabel("n (ones)")
     ax.set_ylabel("pair distance of y, L-inf, float32")
     ax.set_title("R12b: windowed vs every layer global (models with windows only)")

@@ -66,11 +66,11 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     path, rel = ctx.figure(L.figure_name(llm, "r12_fig5cd"))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for ax, (reading, values) in zip(axes, (("y", y), ("per-head mean", heads))):
-        for name, v in values.items():
+        for color, (name, v) in zip(("C0", "C1"), values.items()):
             for dt in DTYPES:
                 d = v[dt]
                 ax.loglog(n, np.where(d > 0, d, np.nan), "o-" if dt == "float32" else ":",
-                          ms=2, lw=1, label=f"{name}, {dt}")
+                          ms=2, lw=1, color=color, label=f"{name}, {dt}")
         ax.set_xlabel("n (ones in the run)")
         ax.set_ylabel(f"pair distance, {reading} (L-inf)")
         ax.grid(True, which="both", alpha=0.3)
