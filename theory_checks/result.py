@@ -53,6 +53,9 @@ class CheckResult:
         reproduction: one `theory_checks.reproduction.Reproduction` dict per reproduced
             figure and reading (the paper's values beside ours); reported beside the
             verdict, never folded into it.
+        model: the checkpoint a `--profile llm` result was measured on (its file or folder
+            name); empty in the other profiles. A multi-model run holds one result per
+            check and model: (id, model) is unique.
     """
 
     id: str
@@ -75,6 +78,7 @@ class CheckResult:
     to_reach_premise: str = ""
     reproduction: tuple[dict[str, Any], ...] = ()
     placement: dict[str, str] = dataclasses.field(default_factory=dict)
+    model: str = ""
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
