@@ -4,7 +4,8 @@ Each function's docstring names the result id (R1..R12 of shared/PAPER.md) it se
 the shape it returns. Nothing here mutates a model.
 """
 
-from analysis.bound import bound_report, path_bound, spearman
+from analysis.bound import path_bound
+from analysis.bound_report import bound_report, spearman
 from analysis.collapse import (
     PairFamily,
     SequenceFamily,
@@ -36,6 +37,7 @@ from analysis.softmax import (
     total_variation,
     tv_decay_experiment,
 )
+from analysis.synthetic_collapse import Reading, synthetic_pair_distances
 from analysis.spectral import (
     convergence_rate,
     deep_limit,
@@ -50,14 +52,16 @@ from analysis.spectral import (
 )
 
 __all__ = [
-    "ALTERNATING_TV", "PairFamily", "PathTerms", "SequenceFamily", "alternating_tv", "block_norms",
+    "ALTERNATING_TV", "PairFamily", "PathTerms", "Reading", "SequenceFamily", "alternating_tv",
+    "block_norms",
     "bound_report", "collapse_lengths", "collapse_sweep", "collapse_sweep_slow",
     "convergence_rate", "counting_contrast", "counting_pairs", "deep_limit",
     "distance_to_first_column", "estimate_sensitivity", "fit_decay", "geometric_rate",
     "is_lower_triangular", "is_row_stochastic", "last_token_jacobian", "last_weight_gap",
-    "layer_position_map", "log_path_terms", "loglog_slope", "numerical_rank", "ones_then_zero_pairs",
+    "layer_position_map", "log_path_terms", "loglog_slope", "numerical_rank",
+    "ones_then_zero_pairs",
     "ordered_product", "pair_distance", "path_bound", "ratio_invariance",
     "repeated_last_pair", "same_weights", "second_eigenvalue", "sensitivity_profile",
     "separated_digits", "softmax_tv", "spearman", "spectrum_check", "stable_rank",
-    "token_spread", "total_variation", "tv_decay_experiment",
+    "synthetic_pair_distances", "token_spread", "total_variation", "tv_decay_experiment",
 ]

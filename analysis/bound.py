@@ -154,27 +154,28 @@ def head_constants(attn, norm: str) -> jax.Array:
     return matrix_norm(wvo, norm)
 
 
-def _capture_block(block, v, positions):
-    """One layer on v [1, n, m], keeping what the factors are evaluated at.
+def _capture_block(block, v, positions, pos_vectors=None):
+    """One layer on v [1, n, m], keeping what the factors are evaluated at (pos_vectors:
+    `Decoder.score_positions`, None unless positions enter the scores).
 
     Returns (v_next [1, n, m], pattern [h, n, n], inputs dict): the inputs dict names the
     input of every norm and of the MLP, per placement.
     """
     if block.placement == "pre":
-        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
+        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions, pos_vectors=pos_vectors)
         z = v + a
         h_in = block.mlp_norm(z)
         v_next = z + block.mlp(h_in)
         seen = dict(attn_norm=v, mlp_norm=z, mlp=h_in)
     elif block.placement == "post":
-        a, _, _, _, pattern = block.attn(v, positions)
+        a, _, _, _, pattern = block.attn(v, positions, pos_vectors=pos_vectors)
         s = v + a
         z = block.attn_norm(s)
         t = z + block.mlp(z)
         v_next = block.mlp_norm(t)
         seen = dict(attn_norm=s, mlp_norm=t, mlp=z)
     else:  # sandwich
-        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions)
+        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions, pos_vectors=pos_vectors)
         z = v + block.attn_post_norm(a)
         h_in = block.mlp_norm(z)
         o = block.mlp(h_in)
@@ -190,10 +191,11 @@ def _capture_layers(model, v0):
     """
     n = v0.shape[0]
     positions = jnp.arange(n, dtype=jnp.int32)[None]
+    options = dict(pos_vectors=model.score_positions(positions))  # None unless in the scores
     v = v0[None]  # [1, n, m]
     layers = []
     for block in model.blocks:
-        v_next, pattern, seen = _capture_block(block, v, positions)
+        v_next, pattern, seen = _capture_block(block, v, positions, **options)
         layers.append((block, pattern, seen))
         v = v_next
     return layers, v
@@ -352,58 +354,3 @@ def path_bound(
     return path_bounds(
         model, inputs, norms=(norm,), constants=constants, freeze_attention=freeze_attention
     )[norm]
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
-    # Average the ranks of ties.
-    values, inverse = np.unique(x, return_inverse=True)
-    sums = np.bincount(inverse, weights=ranks)
-    counts = np.bincount(inverse)
-    return (sums / counts)[inverse]
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation (ties get average ranks); nan if either side is constant."""
-    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
-
-
-def bound_report(measured, bound, *, rtol: float = 1e-9) -> dict:
-    """How a measured sensitivity profile compares with its bound (R7).
-
-    Args:
-        measured: [n] measured ||d y_n / d v_i||.
-        bound: [n] the bound (same norm).
-        rtol: relative slack before a position counts as a violation (rounding).
-    Returns:
-        dict: n_positions; n_compared (positions with bound > 0, where the ratio is
-        defined); ratio_min / ratio_median / ratio_max of measured / bound over those
-        (tightness: 1 = tight); spearman (rank correlation of measured and bound over all
-        positions); n_violations (measured > bound * (1 + rtol), plus measured > 0 where
-        bound = 0).
-    """
-    m = np.asarray(measured, float)
-    b = np.asarray(bound, float)
-    if m.ndim != 1 or m.shape != b.shape:
-        raise ValueError(f"measured and bound must be equal-length 1-D, got {m.shape}, {b.shape}")
-    if m.size == 0:
-        raise ValueError("measured and bound are empty")
-    if not (np.isfinite(m).all() and np.isfinite(b).all()):
-        raise ValueError("measured and bound must be finite")
-    positive = b > 0
-    ratio = m[positive] / b[positive]
-    nan = float("nan")
-    return {
-        "n_positions": int(m.size),
-        "n_compared": int(positive.sum()),
-        "ratio_min": float(ratio.min()) if ratio.size else nan,
-        "ratio_median": float(np.median(ratio)) if ratio.size else nan,
-        "ratio_max": float(ratio.max()) if ratio.size else nan,
-        "spearman": spearman(m, b),
-        "n_violations": int((m > b * (1 + rtol)).sum()),
-    }

@@ -19,6 +19,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from analysis.reverse import (
@@ -138,7 +139,9 @@ def states_at_layer(model, inputs, layer: int) -> jax.Array:
             raise ValueError("inputs is empty: need at least one position")
         model._check_tokens(x)  # range check with a clear message
         graphdef, state = nnx.split(model)
-        return pick_kernel(_PREFIX, model, x.shape[0], x)(graphdef, state, x, stop_layer=layer)
+        states = pick_kernel(_PREFIX, model, x.shape[0], x)(graphdef, state, x, stop_layer=layer)
+        _check_finite(states, f"v^({layer}) computed from the token ids (check the weights)")
+        return states
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"inputs must be integer token ids or float states, got {x.dtype}")
     if x.ndim != 2:
@@ -147,7 +150,25 @@ def states_at_layer(model, inputs, layer: int) -> jax.Array:
         raise ValueError(f"states have width {x.shape[1]} but d_model={c.d_model}")
     if x.shape[0] == 0:
         raise ValueError("inputs is empty: need at least one position")
+    _check_finite(x, "the input states")
     return x.astype(c.compute_dtype)
+
+
+def _check_finite(states: jax.Array, what: str) -> None:
+    """ValueError naming the first position whose state holds NaN or inf (concrete values
+    only: under the caller's jit the check is skipped). A NaN would otherwise flow into
+    every Jacobian row and reach a check's verdict as a number."""
+    if isinstance(states, jax.core.Tracer):
+        return
+    host = np.asarray(states).astype(np.float64)  # bfloat16 / float16 too
+    bad = ~np.isfinite(host).all(axis=-1)  # [n]
+    if bad.any():
+        first = int(np.argmax(bad))
+        kind = "NaN" if np.isnan(host[first]).any() else "inf"
+        raise ValueError(
+            f"{what} hold {kind} at position {first} (first of {int(bad.sum())} non-finite "
+            "positions)"
+        )
 
 
 # ---- chunking ----------------------------------------------------------------------------

@@ -77,19 +77,20 @@ def _log_matvec(log_u, log_s):
     return jax.nn.logsumexp(log_u[:, None] + log_s, axis=0)
 
 
-def _forward_layer(graphdef, state, v):
+def _forward_layer(graphdef, state, v, pos_vectors):
     block = nnx.merge(graphdef, state)
     positions = jnp.arange(v.shape[1], dtype=jnp.int32)[None]
-    return _capture_block(block, v, positions)[0]
+    return _capture_block(block, v, positions, pos_vectors)[0]
 
 
-def _backward_layer(graphdef, state, v, log_bound, log_path, log_beta, *, op_norm, local):
-    """Layer l re-run from its input v [1, n, m]: both log rows times its factor, and its
-    sink statistics."""
+def _backward_layer(graphdef, state, v, pos_vectors, log_bound, log_path, log_beta, *,
+                    op_norm, local):
+    """Layer l re-run from its input v [1, n, m] (pos_vectors: `Decoder.score_positions`):
+    both log rows times its factor, and its sink statistics."""
     block = nnx.merge(graphdef, state)
     n = v.shape[1]
     positions = jnp.arange(n, dtype=jnp.int32)[None]
-    _, pattern, seen = _capture_block(block, v, positions)  # pattern [h, n, n]
+    _, pattern, seen = _capture_block(block, v, positions, pos_vectors)  # [h, n, n]
     left, post, right, mixed, diag = _layer_factors(block, pattern, seen, op_norm, local,
                                                     v.dtype)
     log_u = log_bound + _log(diag * left)
@@ -138,20 +139,21 @@ def log_path_terms(
     op_norm = "spectral" if norm == "fro" else norm
     v = states_at_layer(model, inputs, 0)[None]  # [1, n, m]
     n = v.shape[1]
+    pos_vectors = model.score_positions(jnp.arange(n, dtype=jnp.int32)[None])  # or None
     forward = pick_kernel(_FORWARD, model, n, v)
     backward = pick_kernel(_BACKWARD, model, n, v)
     inputs_of = []
     for block in model.blocks:
         inputs_of.append(v)
         graphdef, state = nnx.split(block)
-        v = forward(graphdef, state, v)
+        v = forward(graphdef, state, v, pos_vectors)
     final = _norm_factor(model.final_norm, v[:, -1:], op_norm)[0]
     log_bound = jnp.full((n,), -jnp.inf, v.dtype).at[-1].set(jnp.log(final))
     log_path = jnp.full((n,), -jnp.inf, v.dtype).at[-1].set(0.0)
     sinks = []
     for block, x in zip(reversed(list(model.blocks)), reversed(inputs_of)):
         graphdef, state = nnx.split(block)
-        log_bound, log_path, stats = backward(graphdef, state, x, log_bound, log_path,
+        log_bound, log_path, stats = backward(graphdef, state, x, pos_vectors, log_bound, log_path,
                                               jnp.asarray(math.log(beta), v.dtype),
                                               op_norm=op_norm, local=local)
         sinks.append(stats)

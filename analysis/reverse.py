@@ -174,10 +174,12 @@ def _full_layer(model, layer: int, positions, freeze_attention: bool, plan: Memo
     """Layer `layer` on every position: [1, n, m] -> [1, n, m] (positions = arange(n)),
     attending as `plan` says (query blocks or causal blocks)."""
     block = model.blocks[layer]
+    pos_vectors = model.score_positions(positions)  # None unless positions enter the scores
 
     def run(h):
         return block(h, positions, freeze_attention=freeze_attention,
-                     query_block=plan.query_block, causal_blocks=plan.causal_blocks)[0]
+                     query_block=plan.query_block, causal_blocks=plan.causal_blocks,
+                     pos_vectors=pos_vectors)[0]
 
     return run
 
@@ -191,10 +193,14 @@ def _last_layer_last_query(model, layer: int, v, positions, freeze_attention: bo
     block = model.blocks[layer]
     prev = v[:, :-1]
     attn_in = prev if block.placement == "post" else block.attn_norm(prev)
-    keys, values = block.attn.project_kv(attn_in, positions[:, :-1])  # [1, n-1, g, d]
+    pos_vectors = model.score_positions(positions)  # [1, n, m] or None
+    keys, values = block.attn.project_kv(
+        attn_in, positions[:, :-1], None if pos_vectors is None else pos_vectors[:, :-1]
+    )  # [1, n-1, g, d]
     valid = jnp.ones(prev.shape[:2], bool)  # [1, n-1]
     out = block(
-        v[:, -1:], positions[:, -1:], (keys, values, valid), freeze_attention=freeze_attention
+        v[:, -1:], positions[:, -1:], (keys, values, valid), freeze_attention=freeze_attention,
+        pos_vectors=None if pos_vectors is None else pos_vectors[:, -1:],
     )
     return out[0]
 

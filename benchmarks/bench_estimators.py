@@ -27,6 +27,8 @@ import numpy as np
 from benchmarks.common import parse_common, table, write_json
 
 METHODS = ("hutchinson", "xtrace")
+# The prompt's question (the recorded run's; benchmarks/results/estimators.json names it).
+COPY_PREFIX = "Copy the following sequence: "
 
 
 def smoke_model():
@@ -44,7 +46,7 @@ def smoke_model():
 
 
 def bundled_model():
-    from theory_checks.llm import COPY_PREFIX, load_llm
+    from theory_checks.llm import load_llm
 
     llm = load_llm()
     return llm, COPY_PREFIX

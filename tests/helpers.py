@@ -26,3 +26,23 @@ def make_model(seed: int = 0, randomize: bool = True, **overrides) -> Decoder:
     config = TransformerConfig.tiny(**overrides)
     model = Decoder(config, rngs=nnx.Rngs(seed))
     return randomized(model, seed) if randomize else model
+
+
+def greedy_one_step_at_a_time(model: Decoder, prompt: list[int], n_new: int) -> list[int]:
+    """Greedy decoding through the KV cache with a single compiled one-token step (the
+    prompt is fed through the same step), which keeps compile time low on CPU."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def step(state, token, cache):
+        out, cache = nnx.merge(graphdef, state).decode(token[None, None], cache)
+        return jnp.argmax(out.logits[0, -1]).astype(jnp.int32), cache
+
+    cache = model.init_cache(1, len(prompt) + n_new)
+    for token in prompt:
+        nxt, cache = step(state, jnp.int32(token), cache)
+    generated = [int(nxt)]
+    while len(generated) < n_new:
+        nxt, cache = step(state, nxt, cache)
+        generated.append(int(nxt))
+    return generated

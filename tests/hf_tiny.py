@@ -97,9 +97,12 @@ def hf_configs() -> dict[str, transformers.PretrainedConfig]:
     }
 
 
-def tiny_hf_model(name: str, seed: int = 0) -> transformers.PreTrainedModel:
-    """A float32 causal LM of the named variant with randomised norms and biases (eval mode)."""
-    config = hf_configs()[name]
+def tiny_hf_model(
+    name: str, seed: int = 0, config: transformers.PretrainedConfig | None = None
+) -> transformers.PreTrainedModel:
+    """A float32 causal LM of the named variant (or of `config`) with randomised norms and
+    biases (eval mode)."""
+    config = config if config is not None else hf_configs()[name]
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(
         config, attn_implementation="eager", dtype=torch.float32

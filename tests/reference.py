@@ -65,8 +65,10 @@ def ref_rope(x, pos, rope_dims, theta):
     return out
 
 
-def ref_attention(cfg, p, x, layer):
+def ref_attention(cfg, p, x, layer, pe=None):
+    """pe: [n, m] absolute positions added to the query/key inputs only (placement "scores")."""
     n = x.shape[0]
+    xqk = x if pe is None else x + pe
     h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.d_head
     window = cfg.window[layer] if isinstance(cfg.window, tuple) else cfg.window
     scale = cfg.query_scale if cfg.query_scale is not None else 1.0 / math.sqrt(d)
@@ -74,8 +76,8 @@ def ref_attention(cfg, p, x, layer):
     slopes = ref_alibi_slopes(h) if cfg.pos_encoding == "alibi" else None
     for head in range(h):
         kv = head // (h // g)
-        q = x @ p["wq"][:, head, :]
-        k = x @ p["wk"][:, kv, :]
+        q = xqk @ p["wq"][:, head, :]
+        k = xqk @ p["wk"][:, kv, :]
         v = x @ p["wv"][:, kv, :]
         if "bq" in p:
             q, k, v = q + p["bq"][head], k + p["bk"][kv], v + p["bv"][kv]
@@ -134,20 +136,24 @@ def ref_forward(cfg, params, tokens):
     v = P["embedding"][tokens].copy()
     if cfg.embedding_scale is not None:
         v *= cfg.embedding_scale
+    pe = None
     if cfg.pos_encoding == "sinusoidal":
-        v += ref_sinusoidal(n, cfg.d_model)
+        pe = ref_sinusoidal(n, cfg.d_model)
     elif cfg.pos_encoding == "learned":
-        v += P["pos_embedding"][:n]
+        pe = P["pos_embedding"][:n]
+    if pe is not None and cfg.abs_pos_placement == "residual":
+        v += pe
+        pe = None  # in the residual stream only
     for layer in range(cfg.n_layers):
         b = P["blocks"][layer]
         if cfg.norm_placement == "pre":
-            z = v + ref_attention(cfg, b["attn"], ref_norm(cfg, b["attn_norm"], v), layer)
+            z = v + ref_attention(cfg, b["attn"], ref_norm(cfg, b["attn_norm"], v), layer, pe)
             v = z + ref_mlp(cfg, b["mlp"], ref_norm(cfg, b["mlp_norm"], z))
         elif cfg.norm_placement == "post":
-            z = ref_norm(cfg, b["attn_norm"], v + ref_attention(cfg, b["attn"], v, layer))
+            z = ref_norm(cfg, b["attn_norm"], v + ref_attention(cfg, b["attn"], v, layer, pe))
             v = ref_norm(cfg, b["mlp_norm"], z + ref_mlp(cfg, b["mlp"], z))
         else:
-            a = ref_attention(cfg, b["attn"], ref_norm(cfg, b["attn_norm"], v), layer)
+            a = ref_attention(cfg, b["attn"], ref_norm(cfg, b["attn_norm"], v), layer, pe)
             z = v + ref_norm(cfg, b["attn_post_norm"], a)
             m = ref_mlp(cfg, b["mlp"], ref_norm(cfg, b["mlp_norm"], z))
             v = z + ref_norm(cfg, b["mlp_post_norm"], m)

@@ -11,14 +11,8 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.bound import (
-    _BOUND,
-    activation_lipschitz,
-    bound_report,
-    path_bound,
-    path_bounds,
-    spearman,
-)
+from analysis.bound import _BOUND, activation_lipschitz, path_bound, path_bounds
+from analysis.bound_report import bound_report, spearman
 from analysis.jacobian import last_token_jacobian, pick_kernel
 from analysis.sensitivity import block_norms
 from tests.helpers import randomized

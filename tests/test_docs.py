@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 DOC_FILES = ("api.md", "results.md", "troubleshooting.md")
-PACKAGES = ("transformer", "analysis", "theory_checks")
+PACKAGES = ("transformer", "analysis", "theory_checks", "training")
 
 # `package.module.name` or `package.name` in backticks (a call's parentheses allowed).
 _PKG = "|".join(PACKAGES)

@@ -62,6 +62,7 @@ def central_differences(model, v0, h=1e-5):
         dict(pos_encoding="alibi", norm="rmsnorm", gated=True, activation="silu",
              norm_placement="sandwich"),
         dict(pos_encoding="sinusoidal", norm="layernorm", norm_placement="post", n_layers=1),
+        dict(pos_encoding="learned", abs_pos_placement="scores"),  # positions in the scores
     ],
 )
 def test_matches_central_differences(overrides):
@@ -256,3 +257,24 @@ def test_optimised_kernels_and_their_cpu_options_give_the_same_jacobian(monkeypa
         np.testing.assert_allclose(last_token_jacobian(model, tokens), ref, rtol=0, atol=1e-12)
     finally:
         J.cpu_options_apply.cache_clear()
+
+
+@pytest.mark.parametrize("bad, kind", [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "inf")])
+def test_non_finite_states_name_the_first_bad_position(bad, kind):
+    from analysis import estimate_sensitivity, path_bound
+
+    model = small_model()
+    v0 = np.asarray(model.embed(jnp.arange(6) % 16)).copy()
+    v0[3, 1] = bad
+    v0[5, 0] = bad
+    for fn in (last_token_jacobian, sensitivity_profile, path_bound,
+               lambda m, v: estimate_sensitivity(m, v, n_probes=2)):
+        with pytest.raises(ValueError, match=rf"input states hold {kind} at position 3 \(first "
+                                             r"of 2"):
+            fn(model, jnp.asarray(v0))
+    # a model whose weights hold NaN: named when the states come from token ids
+    broken = small_model()
+    emb = broken.embedding[...]
+    broken.embedding[...] = emb.at[4].set(np.nan)
+    with pytest.raises(ValueError, match="v\\^\\(0\\) computed from the token ids.*position 2"):
+        sensitivity_profile(broken, jnp.asarray([1, 2, 4, 5]))

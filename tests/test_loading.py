@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import warnings
 
 import jax.numpy as jnp
 import ml_dtypes
@@ -23,7 +22,7 @@ from flax import nnx
 
 from tests.hf_tiny import VOCAB, WINDOW, hf_configs, tiny_hf_model
 from transformer import Decoder, greedy_generate
-from transformer.loading import llama, load_pretrained, read_safetensors
+from transformer.loading import load_pretrained, read_safetensors
 
 ARCHS = list(hf_configs())
 SEQ = 24  # longer than WINDOW, so sliding layers differ from global ones
@@ -275,77 +274,30 @@ def test_unsupported_config(llama_dir, tmp_path, change, message):
         load_pretrained(dst)
 
 
-# ---- GGUF round trip -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "header, data, message",
+    [
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+          "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12),
+         "invalid offset for tensor `b`"),  # overlapping byte ranges
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, bytes(8),
+         "invalid shape"),  # 3 float32 in 8 bytes
+        ({"a": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, bytes(8),
+         "unknown variant `Q4`"),  # an unknown dtype
+    ],
+)
+def test_corrupt_safetensors_are_clear_errors(tmp_path, header, data, message):
+    import json
+    import struct
 
-
-def test_gguf_roundtrip_undoes_rotary_permutation(llama_dir, tmp_path):
-    """Write the tiny Llama as llama.cpp would (q/k rows permuted), load it, match HF."""
-    import gguf
-
-    hf, path = llama_dir
-    cfg = hf.config
-    tensors = safetensors.numpy.load_file(path / "model.safetensors")
-    h, g = cfg.num_attention_heads, cfg.num_key_value_heads
-    writer = gguf.GGUFWriter(tmp_path / "tiny.gguf", arch="llama")
-    writer.add_block_count(cfg.num_hidden_layers)
-    writer.add_context_length(cfg.max_position_embeddings)
-    writer.add_embedding_length(cfg.hidden_size)
-    writer.add_feed_forward_length(cfg.intermediate_size)
-    writer.add_head_count(h)
-    writer.add_head_count_kv(g)
-    writer.add_key_length(cfg.head_dim)
-    writer.add_value_length(cfg.head_dim)
-    writer.add_rope_dimension_count(cfg.head_dim)
-    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
-    writer.add_vocab_size(cfg.vocab_size)
-    writer.add_tokenizer_model("llama")  # SentencePiece: unsupported -> warning, None
-    names = {
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
-        "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
-    }
-    permuted_differs = False
-    for key, w in tensors.items():
-        if key == "model.embed_tokens.weight":
-            out = "token_embd.weight"
-        elif key == "model.norm.weight":
-            out = "output_norm.weight"
-        elif key == "lm_head.weight":
-            out = "output.weight"
-        else:
-            layer, rest = key[len("model.layers.") :].split(".", 1)
-            out = f"blk.{layer}.{names[rest.rsplit('.', 1)[0]]}.weight"
-        if key.endswith(("q_proj.weight", "k_proj.weight")):
-            n = h if "q_proj" in key else g
-            permuted = llama.permute_rotary(w, n)
-            np.testing.assert_array_equal(llama.unpermute_rotary(permuted, n), w)
-            permuted_differs |= not np.array_equal(permuted, w)
-            w = permuted
-        writer.add_tensor(out, np.ascontiguousarray(w, dtype=np.float32))
-    assert permuted_differs
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model, tokenizer = load_pretrained(tmp_path / "tiny.gguf")
-    assert tokenizer is None
-    assert any("not supported" in str(w.message) for w in caught)
-    ids = _tokens(seed=5)
-    np.testing.assert_array_less(np.abs(_ours(model, ids) - _hf_logits(hf, ids)).max(), 1e-4)
-
-
-def test_gguf_bad_file(tmp_path):
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(b"GGUF" + b"\x00" * 10)
-    with pytest.raises(ValueError, match="not a readable GGUF file"):
-        load_pretrained(bad)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    with pytest.raises(ValueError, match=rf"bad\.safetensors: not a readable.*{message}"):
+        read_safetensors(path)
+    path.write_bytes(b"abc")
+    with pytest.raises(ValueError, match="bad.safetensors.*header too small"):
+        read_safetensors(path)
+    with pytest.raises(ValueError, match="no such safetensors file"):
+        read_safetensors(tmp_path / "missing.safetensors")

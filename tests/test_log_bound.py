@@ -59,6 +59,23 @@ def test_log_path_is_the_product_of_head_averaged_attention_plus_identity(live):
                                (patterns[:, :, 1:, 0].mean(2) > 0.5).mean(1), rtol=1e-12)
 
 
+def test_positions_in_the_scores_reach_the_captured_patterns():
+    """abs_pos_placement="scores": the positions enter every layer's q/k inputs; the log
+    path and bound see the same patterns as the model's forward pass (and path_bound)."""
+    model = build(3, pos_encoding="sinusoidal", abs_pos_placement="scores")
+    terms = log_path_terms(model, TOKENS, norm="spectral", beta=1.0)
+    graphdef, state = nnx.split(model)
+    patterns = np.asarray(jax.jit(
+        lambda state: nnx.merge(graphdef, state)(TOKENS, capture=True)[1])(state).attn_pattern)
+    product = np.eye(len(TOKENS))
+    for layer in reversed(range(model.config.n_layers)):
+        product = product @ (patterns[layer].mean(0) + np.eye(len(TOKENS)))
+    np.testing.assert_allclose(np.exp(terms.log_path), product[-1], rtol=1e-10)
+    np.testing.assert_allclose(np.exp(terms.log_bound), path_bound(model, TOKENS), rtol=1e-10)
+    plain = log_path_terms(build(3, pos_encoding="sinusoidal"), TOKENS)
+    assert not np.allclose(plain.log_path, terms.log_path)  # the placement is seen
+
+
 def test_log_bound_stays_finite_where_the_float32_bound_overflows():
     """Large MLP weights (x 1e4): over 4 layers the bound (float64 `path_bound`) passes
     float32's largest number, so a float32 row overflows; the log-space float32 bound

@@ -71,6 +71,51 @@ def test_matches_float64_reference_for_other_switches(overrides):
     _check_against_reference(make_model(seed=2, **{**F64, **overrides}))
 
 
+@pytest.mark.parametrize("placement", ["residual", "scores"])
+@pytest.mark.parametrize("pos", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("norm_placement", ["pre", "post", "sandwich"])
+def test_absolute_positions_in_residual_or_scores_match_the_reference(
+    placement, pos, norm_placement
+):
+    extra = dict(norm="rmsnorm", rmsnorm_unit_offset=True) if norm_placement == "sandwich" else {}
+    model = make_model(seed=4, pos_encoding=pos, abs_pos_placement=placement,
+                       norm_placement=norm_placement, qkv_bias=True, **extra, **F64)
+    _check_against_reference(model)
+
+
+def test_positions_in_the_scores_never_reach_values_or_residual():
+    """With positions in the scores only, v^(0) carries no position, a permutation-free
+    signal: one layer's values do not depend on p (zero Jacobian of the values)."""
+    cfg = dict(seed=5, pos_encoding="sinusoidal", **F64)
+    residual = make_model(**cfg, abs_pos_placement="residual")
+    scores = make_model(**cfg, abs_pos_placement="scores")
+    tokens = jnp.asarray(TOKENS)
+    table = residual.embedding[...][TOKENS]
+    np.testing.assert_array_equal(np.asarray(scores.embed(tokens)), np.asarray(table))
+    assert np.abs(np.asarray(residual.embed(tokens)) - np.asarray(table)).max() > 0.1
+    # keys see p, values do not
+    attn = scores.blocks[0].attn
+    x = jnp.zeros((1, 3, scores.config.d_model))
+    pos = jnp.arange(3)[None]
+    k, v = attn.project_kv(x, pos)
+    assert np.abs(np.asarray(k)).max() > 0 and np.abs(np.asarray(v)).max() == 0
+    q, k2, v2 = attn.project_qkv(x, pos)
+    assert np.abs(np.asarray(q)).max() > 0
+    np.testing.assert_allclose(np.asarray(k2), np.asarray(k), atol=1e-12)
+    assert np.abs(np.asarray(v2)).max() == 0
+
+
+def test_learned_positions_in_scores_need_the_decoder_vectors():
+    model = make_model(seed=6, pos_encoding="learned", abs_pos_placement="scores", **F64)
+    x = jnp.zeros((1, 3, model.config.d_model))
+    with pytest.raises(ValueError, match="pass pos_vectors"):
+        model.blocks[0].attn.project_kv(x, jnp.arange(3)[None])
+    p = model.score_positions(jnp.arange(3)[None])
+    np.testing.assert_array_equal(np.asarray(p[0]), np.asarray(model.pos_embedding[...][:3]))
+    assert make_model(seed=6, pos_encoding="rope", abs_pos_placement="scores",
+                      **F64).score_positions(jnp.arange(3)[None]) is None
+
+
 def _jacobian_of_states(model, n=8):
     v0 = model.embed(jnp.arange(n) % model.config.vocab_size)
     f = lambda v: model.forward_from_embeddings(v).y  # noqa: E731
@@ -156,7 +201,8 @@ F32 = dict(dtype="float32", param_dtype="float32")
 @pytest.mark.parametrize(
     "overrides",
     [dict(), dict(pos_encoding="learned", window=3), dict(pos_encoding="alibi", n_kv_heads=1),
-     dict(pos_encoding="sinusoidal", norm_placement="sandwich", norm="rmsnorm")],
+     dict(pos_encoding="sinusoidal", norm_placement="sandwich", norm="rmsnorm"),
+     dict(pos_encoding="learned", abs_pos_placement="scores")],
 )
 def test_cached_decoding_equals_full_forward(overrides):
     model = make_model(seed=7, **{**F32, **overrides})

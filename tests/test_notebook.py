@@ -1,19 +1,21 @@
-"""The tutorial notebook: stored without outputs, in sync with its generator, and it runs
-top to bottom (tiny sizes, TUTORIAL_SMALL=1) with every figure cell drawing a figure."""
+"""The tutorial notebook: stored without outputs, in sync with its jupytext-paired source
+(notebooks/tutorial.py, percent format), and it runs top to bottom (tiny sizes,
+TUTORIAL_SMALL=1) with every figure cell drawing a figure."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import re
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "tutorial.ipynb"
-GENERATOR = ROOT / "notebooks" / "build_tutorial.py"
+SOURCE = ROOT / "notebooks" / "tutorial.py"  # the percent-format script jupytext pairs
 CELL_TIMEOUT_S = 300
 
 
@@ -21,11 +23,8 @@ def _stored():
     return nbformat.read(NOTEBOOK, as_version=4)
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("build_tutorial", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _cells(nb):
+    return [(c.cell_type, c.source, c.get("metadata", {}).get("tags", [])) for c in nb.cells]
 
 
 def test_stored_notebook_has_no_outputs():
@@ -38,20 +37,36 @@ def test_stored_notebook_has_no_outputs():
     assert not dirty, f"code cells {dirty} store outputs or execution counts: clear them"
 
 
-def test_stored_notebook_matches_generator():
-    assert NOTEBOOK.read_text(encoding="utf-8") == _generator().render(), (
-        "notebooks/tutorial.ipynb differs from notebooks/build_tutorial.py: edit the script "
-        "and run `python notebooks/build_tutorial.py`"
+def test_stored_notebook_matches_its_paired_script():
+    nb = _stored()
+    assert nb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert _cells(nb) == _cells(jupytext.read(SOURCE)), (
+        "notebooks/tutorial.ipynb differs from notebooks/tutorial.py: edit the script and run "
+        "`jupytext --sync notebooks/tutorial.py` (then clear outputs if any)"
     )
 
 
-def test_install_cell_is_guarded():
+def test_install_cell_is_guarded_and_has_no_placeholder():
     # CI must never pip install from the notebook: every pip call sits under a check
     # that the package is missing.
     install = _stored().cells[1]
     assert install.cell_type == "code" and "pip" in install.source
     assert 'find_spec("transformer") is None' in install.source
     assert "PackageNotFoundError" in install.source and "--no-deps" in install.source
+    # No placeholder to edit: the checkout the notebook sits in, else one marked variable.
+    assert "OWNER" not in install.source and not re.search(r"<[A-Za-z_ ]+>", install.source)
+    assert 'PROJECT_SOURCE = ""' in install.source and "find_checkout" in install.source
+    assert "jax.devices()" in install.source and "default_backend()" in install.source
+
+
+def test_install_cell_finds_the_checkout_it_sits_in(tmp_path):
+    """The cell's checkout finder, run on this repository and on a folder outside it."""
+    source = _stored().cells[1].source
+    finder = source[source.index("def find_checkout"):source.index("def pip_install")]
+    namespace = {}
+    exec("from pathlib import Path\n" + finder, namespace)
+    assert namespace["find_checkout"](ROOT / "notebooks") == ROOT
+    assert namespace["find_checkout"](tmp_path) is None
 
 
 @pytest.mark.slow  # about two minutes on a 2-core CPU: the whole tutorial, tiny sizes

@@ -10,14 +10,13 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from flax import nnx
 
+from tests.helpers import greedy_one_step_at_a_time
 from transformer.loading import load_pretrained
 
 QUESTION = "What is the capital of France?"
@@ -74,30 +73,10 @@ def test_logits_match_transformers(ours, reference):
     np.testing.assert_array_less(np.abs(logits - ref).max(), 1e-3)
 
 
-def _greedy_one_step_at_a_time(model, prompt: list[int], n_new: int) -> list[int]:
-    """Greedy decoding through the KV cache with a single compiled one-token step (the
-    prompt is fed through the same step), which keeps compile time low on CPU."""
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def step(state, token, cache):
-        out, cache = nnx.merge(graphdef, state).decode(token[None, None], cache)
-        return jnp.argmax(out.logits[0, -1]).astype(jnp.int32), cache
-
-    cache = model.init_cache(1, len(prompt) + n_new)
-    for token in prompt:
-        nxt, cache = step(state, jnp.int32(token), cache)
-    generated = [int(nxt)]
-    while len(generated) < n_new:
-        nxt, cache = step(state, nxt, cache)
-        generated.append(int(nxt))
-    return generated
-
-
 def test_greedy_answer(ours, reference):
     model, tokenizer = ours
     prompt = tokenizer.encode(CHAT).ids
-    generated = _greedy_one_step_at_a_time(model, prompt, N_NEW)
+    generated = greedy_one_step_at_a_time(model, prompt, N_NEW)
     with torch.no_grad():  # HF greedy stops at the end-of-turn token; compare up to there
         out = reference[0].generate(torch.tensor([prompt]), max_new_tokens=N_NEW, do_sample=False)
     expected = out[0, len(prompt) :].tolist()

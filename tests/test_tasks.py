@@ -1,10 +1,10 @@
-"""Task generators (transformer.tasks): answers and layout recomputed from the tokens."""
+"""Task generators (training.tasks): answers and layout recomputed from the tokens."""
 
 import numpy as np
 import pytest
 
-from transformer import tasks
-from transformer.tasks import (
+from training import tasks
+from training.tasks import (
     BOS,
     COUNT_0,
     DIGIT_0,

@@ -1,4 +1,4 @@
-"""Training, evaluation and checkpoints (transformer.train, transformer.checkpoint)."""
+"""Training, evaluation and checkpoints (training.train, training.checkpoint)."""
 
 import json
 from pathlib import Path
@@ -10,10 +10,10 @@ import pytest
 from flax import nnx
 
 from transformer import Decoder, TransformerConfig
-from transformer import checkpoint as ckpt_mod
-from transformer.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
-from transformer.tasks import VOCAB_SIZE, TaskSpec, batch_at_step, make_batch, sequence_length
-from transformer.train import (
+from training import checkpoint as ckpt_mod
+from training.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
+from training.tasks import VOCAB_SIZE, TaskSpec, batch_at_step, make_batch, sequence_length
+from training.train import (
     TrainSpec,
     evaluate,
     latest_checkpoint,

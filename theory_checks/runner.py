@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 
+from transformer import placement
 from theory_checks.context import Profile, RunContext, device_description
 from theory_checks.result import CheckResult
 
@@ -37,12 +38,16 @@ PROFILE_CHECKS: dict[str, dict[str, str]] = {
     "paper": CHECKS,
     # Small decoders trained on the paper's task probes (theory_checks/trained.py).
     "trained": {"R5": "trained_counting", "R11": "trained_copy", "R12": "trained_mitigations"},
-    # A real checkpoint (theory_checks/llm.py; default SmolLM2-135M-Instruct, --model PATH).
+    # Real checkpoints (theory_checks/llm.py; default: every bundled model installed,
+    # --model PATH repeatable), each check once per model.
     "llm": {"R4": "llm_collapse", "R5": "llm_tasks", "R6": "llm_precision",
-            "R11": "llm_sensitivity", "R12": "llm_commas"},
-    # The real-model over-squashing study at long context (S1; ~20 min per model on a CPU).
+            "R11": "llm_sensitivity", "R12": "llm_commas", "R12b": "llm_windows"},
+    # The real-model over-squashing study at long context (S1; ~20 min per model on a CPU),
+    # run like the llm profile: each check once per model.
     "llm-long": {"S1": "study_oversquashing"},
 }
+# Profiles whose checks run once per real model (`run_llm_checks`).
+LLM_PROFILES = ("llm", "llm-long")
 
 
 def checks_for(profile: Profile) -> dict[str, str]:
@@ -51,21 +56,22 @@ def checks_for(profile: Profile) -> dict[str, str]:
 
 
 def parse_only(only: str | None, profile: Profile | None = None) -> list[str]:
-    """'R4,R7' -> ['R4', 'R7'] (validated, in paper order); None -> every id."""
+    """'R4,R7' -> ['R4', 'R7'] (validated, any case, in paper order); None -> every id."""
     available = checks_for(profile or Profile())
     if not only:
         return list(available)
     wanted = [part.strip().upper() for part in only.split(",") if part.strip()]
-    unknown = [w for w in wanted if w not in available]
+    unknown = [w for w in wanted if w not in {cid.upper() for cid in available}]
     if unknown:
         raise ValueError(f"unknown check id(s) {unknown}; known: {', '.join(available)}")
-    return [cid for cid in available if cid in wanted]
+    return [cid for cid in available if cid.upper() in wanted]
 
 
 def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     """Run one check with full-precision matmuls, stamping device and runtime."""
     module = importlib.import_module(f"theory_checks.checks.{checks_for(profile)[cid]}")
     start = time.perf_counter()
+    placement.reset_log()
     # Whatever the backend's default (TPU/H100 run float32 matmuls as bf16/TF32 passes),
     # the checks compare against float32/float64 numbers: full precision everywhere.
     with jax.default_matmul_precision("highest"):
@@ -73,7 +79,10 @@ def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     runtime = time.perf_counter() - start
     if result.id != cid:
         raise RuntimeError(f"check module {module.__name__} returned id {result.id}, not {cid}")
-    return dataclasses.replace(result, device=device_description(), runtime_s=runtime)
+    return dataclasses.replace(
+        result, device=device_description(), runtime_s=runtime,
+        placement=placement.placements(),
+    )
 
 
 def run_checks(
@@ -105,3 +114,75 @@ def run_checks(
     if bar is not None:
         bar.close()
     return results
+
+
+class ModelUnavailable(ValueError):
+    """A model given with --model could not be located or loaded."""
+
+
+def run_llm_checks(
+    ids: list[str],
+    figure_dir: Path,
+    *,
+    profile: Profile | None = None,
+    models: list[str] | None = None,
+    seed: int = 0,
+    dtype: str | None = None,
+    reduced: bool = False,
+    progress: bool = True,
+) -> tuple[list[CheckResult], list[dict[str, str]]]:
+    """The `llm` and `llm-long` profiles: every check on every model, one model in memory
+    at a time.
+
+    Args:
+        ids: check ids of the profile.
+        profile: `Profile("llm")` (the default) or `Profile("llm-long")`.
+        models: checkpoint paths (--model, repeatable); None: every bundled model whose
+            package is installed (`theory_checks.llm.installed_models`).
+    Returns:
+        (results, one per check and model, in model order; the bundled models that could not
+        be loaded: {"model", "origin", "reason"} each, skipped, so that one model's missing
+        loader does not stop the others).
+    Raises:
+        ModelUnavailable: a model given explicitly cannot be loaded, or no model can.
+    """
+    from theory_checks import llm as L
+
+    profile = profile or Profile("llm")
+    if profile.name not in LLM_PROFILES:
+        raise ValueError(f"run_llm_checks runs {LLM_PROFILES}, not {profile.name!r}")
+    sources = L.model_sources(models)
+    results: list[CheckResult] = []
+    unavailable: list[dict[str, str]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids) * len(sources), unit="check", desc=f"{profile.name} checks")
+    for source in sources:
+        try:
+            path = source.locate()
+            L.load_llm(path)
+        except (ValueError, OSError, ImportError) as err:
+            if source.explicit:
+                raise ModelUnavailable(f"--model {source.origin}: {err}") from err
+            unavailable.append({"model": source.label, "origin": source.origin,
+                                "reason": f"{type(err).__name__}: {err}"})
+            if bar is not None:
+                bar.update(len(ids))
+            continue
+        ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced,
+                         model_path=str(path))
+        for cid in ids:
+            if bar is not None:
+                bar.set_postfix_str(f"{source.label} {cid}")
+            results.append(run_check(cid, profile, ctx))
+            if bar is not None:
+                bar.update(1)
+        L.release_llm()
+    if bar is not None:
+        bar.close()
+    if not results:
+        reasons = "; ".join(f"{u['model']}: {u['reason']}" for u in unavailable)
+        raise ModelUnavailable(f"no model of the llm profile could be loaded ({reasons})")
+    return results, unavailable

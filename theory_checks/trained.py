@@ -1,10 +1,10 @@
 """Small trained decoders for the `trained` profile (R5, R11, R12): recipes, a cache, and
 the task-layout measurements the trained checks share.
 
-Each recipe names a task (`transformer.tasks`), a model and a training run; `trained_model`
+Each recipe names a task (`training.tasks`), a model and a training run; `trained_model`
 trains it once per process (the checks share models through an in-memory cache) and, when
 the environment variable `THEORY_CHECKS_CACHE` names a folder, also stores it there as a
-`transformer.checkpoint` and loads it from there on later runs. Nothing is written outside
+`training.checkpoint` and loads it from there on later runs. Nothing is written outside
 that folder; without the variable nothing is written at all.
 
 `query_states` runs the task's own sequences (BOS, elements, separators, the query token)
@@ -29,26 +29,40 @@ import numpy as np
 from flax import nnx
 
 from analysis.collapse import CollapseSweep
-from transformer.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
+from training.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
 from transformer.config import DTYPES, TransformerConfig
 from transformer.model import Decoder, with_precision
-from transformer.tasks import COUNT_0, VOCAB_SIZE, TaskSpec, make_batch, sequence_length
-from transformer.train import TrainSpec, train
+from training.tasks import COUNT_0, VOCAB_SIZE, TaskSpec, make_batch, sequence_length
+from training.train import TrainSpec, train
 
 CACHE_ENV = "THEORY_CHECKS_CACHE"
 
 # name -> (task, config overrides, steps) at full size; `recipe` shrinks them when reduced.
-# Copy tasks train on lengths 2..16, counting on 1..32; all are 2-layer RoPE decoders.
+# All are 2-layer decoders, RoPE unless the overrides say otherwise. Copy tasks train on
+# lengths 2..16, the RoPE counters on 1..32. The NoPE counters are the theorem's own setting
+# (no positional information, causal mask, R4/R5): they count by how much the query's
+# attention spreads over the run, which is exactly what collapses; they train on 1..16
+# (600 steps: NoPE counting converges more slowly than RoPE's, and not within 400 steps
+# on 1..32) and are evaluated far beyond, in float32 and in bfloat16.
+_NOPE = {"pos_encoding": "none"}
 _RECIPES = {
     "copy_first": (TaskSpec("copy_first", 2, 16), {}, 300),
     "copy_last": (TaskSpec("copy_last", 2, 16), {}, 300),
     "count_ones": (TaskSpec("count_ones", 1, 32), {}, 400),
     "count_ones_sep4": (TaskSpec("count_ones", 1, 32, sep_every=4), {}, 400),
     "count_ones_window4": (TaskSpec("count_ones", 1, 32), {"window": 4}, 400),
+    "count_ones_nope": (TaskSpec("count_ones", 1, 16), _NOPE, 600),
+    "count_ones_nope_sep4": (TaskSpec("count_ones", 1, 16, sep_every=4), _NOPE, 600),
 }
 RECIPES = tuple(_RECIPES)
+# Reduced (test-suite) training lengths and steps where the defaults below do not fit: the
+# copy models and the NoPE counters must still learn their task (so that the tests see the
+# premises of R11 and R5 reached); steps are cheap next to the one compilation.
+_REDUCED = {"copy_first": (8, 200), "copy_last": (8, 200),
+            "count_ones_nope": (6, 200), "count_ones_nope_sep4": (6, 200)}
 
 _MEMORY: dict[str, tuple[Decoder, dict]] = {}
+_QUERY_MEMORY: dict[tuple, "QueryStates"] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +87,10 @@ class Recipe:
         c, t, s = self.config, self.task, self.spec
         window = "" if c.window is None else f", window {c.window}"
         sep = "" if t.sep_every is None else f", ',' every {t.sep_every}"
+        positions = "NoPE" if c.pos_encoding == "none" else c.pos_encoding
         return (
-            f"{t.task}{sep}: {c.n_layers}-layer decoder, d_model {c.d_model}, {c.n_heads} heads, "
-            f"{c.pos_encoding}{window}, {c.norm}, trained in {c.dtype} on lengths "
+            f"{self.name} ({t.task}{sep}): {c.n_layers}-layer decoder, d_model {c.d_model}, "
+            f"{c.n_heads} heads, {positions}{window}, {c.norm}, trained in {c.dtype} on lengths "
             f"{t.min_len}..{t.max_len}, {s.steps} AdamW steps of {s.batch_size}, seed {s.seed}"
         )
 
@@ -84,7 +99,8 @@ def recipe(name: str, *, seed: int = 0, reduced: bool = False) -> Recipe:
     """The recipe `name` (one of `RECIPES`); `reduced` shrinks it for the test suite.
 
     Reduced: d_model 32, lengths up to 8 (copy) / 12 (count), 60 / 100 steps of 16 (the
-    tests need well-formed results and consistent verdicts, not good models).
+    tests need well-formed results and consistent verdicts, not good models); the copy
+    models 200 steps and the NoPE counters 1..6 in 200 steps (they must learn, `_REDUCED`).
     """
     if name not in _RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
@@ -95,12 +111,15 @@ def recipe(name: str, *, seed: int = 0, reduced: bool = False) -> Recipe:
     if reduced:
         d_model, batch = 32, 16
         steps = 60 if task.task.startswith("copy") else 100
-        task = task.replace(max_len=8 if task.task.startswith("copy") else 12)
-    config = TransformerConfig(
-        vocab_size=VOCAB_SIZE, d_model=d_model, n_layers=2, n_heads=4, pos_encoding="rope",
-        max_len=2048, dtype="float32", param_dtype="float32", softmax_dtype="float32",
+        max_len = 8 if task.task.startswith("copy") else 12
+        max_len, steps = _REDUCED.get(name, (max_len, steps))
+        task = task.replace(max_len=max_len)
+    config = TransformerConfig(**{
+        **dict(vocab_size=VOCAB_SIZE, d_model=d_model, n_layers=2, n_heads=4,
+               pos_encoding="rope", max_len=2048, dtype="float32", param_dtype="float32",
+               softmax_dtype="float32"),
         **overrides,
-    )
+    })
     spec = TrainSpec(
         steps=steps, batch_size=batch, learning_rate=3e-3, warmup_steps=steps // 6,
         seed=int(seed), eval_lengths=(task.max_len,), eval_examples=16,
@@ -249,6 +268,36 @@ def query_states(
         answers.append(np.concatenate(got_a)[: len(lengths)])
     return QueryStates(lengths=lengths, dtypes=tuple(dtypes), y=np.stack(ys),
                        answer=np.stack(answers).astype(np.int64), target=target.astype(np.int64))
+
+
+def recipe_query_states(
+    rec: Recipe, lengths: Sequence[int], dtypes: Sequence[str], *, seed: int = 0
+) -> QueryStates:
+    """`query_states` of the trained model of `rec` on its own task, computed once per
+    process for each (recipe, lengths, dtypes, seed): R5 and R12 share the counters."""
+    key = (rec.key(), tuple(int(n) for n in lengths), tuple(dtypes), int(seed))
+    if key not in _QUERY_MEMORY:
+        model, _ = trained_model(rec)
+        _QUERY_MEMORY[key] = query_states(model, rec.task, key[1], key[2], seed=seed)
+    return _QUERY_MEMORY[key]
+
+
+def nearest_state_count(qs: QueryStates, dtype: str, reference: str = "float64") -> np.ndarray:
+    """The count read off each state by the nearest reference state (R5).
+
+    For every length n, the k among `qs.lengths` whose `reference` state y_ref(k) is
+    nearest (L-inf) to y_dtype(n). This reads the count from the state alone, with no
+    trained unembedding: where y_dtype(n) == y_dtype(n + 1) bit for bit both read the same
+    k, so one is wrong whatever readout is used (Corollary B.10); where the format's
+    rounding noise exceeds the distance between neighbouring states it fails too.
+
+    Returns:
+        [N] int counts (ties: the smaller k).
+    """
+    y = qs.y[qs.index(dtype)]  # [N, m]
+    ref = qs.y[qs.index(reference)]  # [N, m]
+    dist = np.abs(y[:, None, :] - ref[None, :, :]).max(-1)  # [N, N]
+    return np.asarray(qs.lengths)[np.argmin(dist, axis=1)]
 
 
 def corollary_b10(qs: QueryStates, dtype: str) -> dict:

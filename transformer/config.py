@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 POS_ENCODINGS = ("none", "sinusoidal", "learned", "rope", "alibi")
+ABS_POS_PLACEMENTS = ("residual", "scores")
 NORMS = ("layernorm", "rmsnorm", "none", "constant")
 NORM_PLACEMENTS = ("pre", "post", "sandwich")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
@@ -53,8 +54,16 @@ class TransformerConfig:
         max_len: longest sequence; enforced for `learned` positions, a default elsewhere.
 
     Positions:
-        pos_encoding: "none" (NoPE), "sinusoidal" / "learned" (absolute, added to v^(0)),
-            "rope" (rotary on q and k), "alibi" (linear per-head bias on the scores).
+        pos_encoding: "none" (NoPE), "sinusoidal" / "learned" (absolute; where they enter
+            is `abs_pos_placement`), "rope" (rotary on q and k), "alibi" (linear per-head
+            bias on the scores).
+        abs_pos_placement: where absolute (sinusoidal / learned) positions p_i enter.
+            "residual" (GPT-2, the original Transformer): v^(0)_i = embedding_i + p_i, so
+            positions flow through the residual stream and the values. "scores" (the
+            paper's Section 2 model, k(q_i, k_j, p_ij)): positions enter only the attention
+            scores: q_i = (x_i + p_i) W_q and k_j = (x_j + p_j) W_k in every layer (x the
+            attention input, after norm1 in the pre placement), while values and the
+            residual stream never see p. Ignored by the other encodings.
         rope_theta: rotary base; rope_fraction: share of each head's dims that rotate
             (partial rotary); rope_theta_local: base used on sliding-window layers (Gemma 3);
             rope_linear_factor: linear RoPE scaling (positions / factor) on the layers that
@@ -105,6 +114,7 @@ class TransformerConfig:
     max_len: int = 2048
 
     pos_encoding: str = "rope"
+    abs_pos_placement: str = "residual"
     rope_theta: float = 10_000.0
     rope_fraction: float = 1.0
     rope_theta_local: float | None = None
@@ -166,6 +176,7 @@ class TransformerConfig:
         _check_positive_int("d_mlp", self.d_mlp)
 
         _check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
+        _check_choice("abs_pos_placement", self.abs_pos_placement, ABS_POS_PLACEMENTS)
         _check_choice("norm", self.norm, NORMS)
         _check_choice("norm_placement", self.norm_placement, NORM_PLACEMENTS)
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -224,6 +235,18 @@ class TransformerConfig:
     def n_groups(self) -> int:
         """Query heads per key/value head."""
         return self.n_heads // self.n_kv_heads
+
+    @property
+    def positions_in_scores(self) -> bool:
+        """Absolute positions enter the attention scores only (abs_pos_placement="scores")."""
+        absolute = self.pos_encoding in ("sinusoidal", "learned")
+        return absolute and self.abs_pos_placement == "scores"
+
+    @property
+    def positions_in_residual(self) -> bool:
+        """Absolute positions are added to v^(0) (abs_pos_placement="residual")."""
+        absolute = self.pos_encoding in ("sinusoidal", "learned")
+        return absolute and self.abs_pos_placement == "residual"
 
     @property
     def rope_dims(self) -> int:

@@ -215,16 +215,39 @@ class Attention(nnx.Module):
         else:
             self.alibi = None
 
-    def project_kv(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Keys (rotated where RoPE is on) and values of new tokens.
+    def _score_positions(self, positions: jax.Array, pos_vectors) -> jax.Array | None:
+        """p [b, t, m] added to the query/key inputs (abs_pos_placement="scores"), else None.
+
+        Sinusoidal vectors are computed from the positions; learned ones live in the
+        decoder's table and must be passed in (`Decoder.score_positions`)."""
+        c = self.config
+        if not c.positions_in_scores:
+            return None
+        if pos_vectors is not None:
+            return pos_vectors.astype(c.compute_dtype)
+        if c.pos_encoding == "sinusoidal":
+            return sinusoidal_encoding(positions, c.d_model, c.compute_dtype)
+        raise ValueError(
+            "learned positions in the scores (abs_pos_placement='scores') need the position "
+            "vectors: pass pos_vectors=Decoder.score_positions(positions)"
+        )
+
+    def project_kv(
+        self, x: jax.Array, positions: jax.Array, pos_vectors: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """Keys (rotated where RoPE is on; with p_j added to their input where absolute
+        positions enter the scores) and values of new tokens.
 
         Args:
-            x: [b, t, m] normalised inputs; positions: [b, t].
+            x: [b, t, m] normalised inputs; positions: [b, t]; pos_vectors: optional [b, t, m]
+                absolute position vectors (see `_score_positions`).
         Returns:
             keys [b, t, g, d], values [b, t, g, d].
         """
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
-        k = jnp.einsum("btm,mgd->btgd", x, self.wk[...].astype(dt), precision=prec)
+        p = self._score_positions(positions, pos_vectors)
+        k_in = x if p is None else x + p  # values never see p
+        k = jnp.einsum("btm,mgd->btgd", k_in, self.wk[...].astype(dt), precision=prec)
         v = jnp.einsum("btm,mgd->btgd", x, self.wv[...].astype(dt), precision=prec)
         if self.bk is not None:
             k = k + self.bk[...].astype(dt)
@@ -235,14 +258,15 @@ class Attention(nnx.Module):
             k = apply_rope(k, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
         return k, v
 
-    def project_qkv(self, x: jax.Array, positions: jax.Array):
+    def project_qkv(self, x: jax.Array, positions: jax.Array, pos_vectors=None):
         """Queries, keys and values of new tokens from one matmul (weights side by side):
         keys and values are those of `project_kv` up to rounding, and under
         differentiation one [., (h + 2g) d] x [(h + 2g) d, m] product for the three input
         cotangents instead of three smaller ones and their sum (~3% faster Jacobians).
 
         Args:
-            x: [b, t, m] normalised inputs; positions: [b, t].
+            x: [b, t, m] normalised inputs; positions: [b, t]; pos_vectors: optional [b, t, m]
+                absolute position vectors (see `_score_positions`).
         Returns:
             queries [b, t, h, d], keys [b, t, g, d], values [b, t, g, d].
         """
@@ -250,6 +274,11 @@ class Attention(nnx.Module):
         h, g = c.n_heads, c.n_kv_heads
         w = jnp.concatenate([self.wq[...], self.wk[...], self.wv[...]], axis=1)  # [m, h+2g, d]
         qkv = jnp.einsum("btm,mhd->bthd", x, w.astype(dt), precision=prec)
+        p = self._score_positions(positions, pos_vectors)
+        if p is not None:  # (x + p) W for queries and keys only: p W_q, p W_k added
+            w_qk = w[:, : h + g].astype(dt)
+            p_qk = jnp.einsum("btm,mhd->bthd", p, w_qk, precision=prec)  # [b, t, h+g, d]
+            qkv = qkv + jnp.pad(p_qk, ((0, 0), (0, 0), (0, g), (0, 0)))
         if self.bq is not None:
             qkv = qkv + jnp.concatenate([self.bq[...], self.bk[...], self.bv[...]]).astype(dt)
         qk, v = qkv[:, :, : h + g], qkv[:, :, h + g :]
@@ -268,12 +297,16 @@ class Attention(nnx.Module):
         freeze_attention: bool = False,
         query_block: int | None = None,
         causal_blocks: int = 1,
+        pos_vectors: jax.Array | None = None,
     ):
         """Attend from new tokens to cached context keys and to themselves.
 
         Args:
             x: [b, t, m] normalised inputs of the new tokens.
             positions: [b, t] their positions.
+            pos_vectors: [b, t, m] absolute position vectors added to the query/key inputs
+                (abs_pos_placement="scores"; computed here for sinusoidal positions, needed
+                for learned ones; ignored otherwise).
             context: optional (keys [b', s, g, d], values [b', s, g, d], valid [b, s]) of
                 earlier tokens (b' = b or 1); slot j holds position j.
             freeze_attention: hold the pattern constant under differentiation (R7).
@@ -295,7 +328,7 @@ class Attention(nnx.Module):
         """
         dt, prec = self.config.compute_dtype, self.config.precision
         b, t, _ = x.shape
-        q, k_new, v_new = self.project_qkv(x, positions)
+        q, k_new, v_new = self.project_qkv(x, positions, pos_vectors)
         k_pos, k_valid = positions, jnp.ones((b, t), bool)
         k_all, v_all = k_new, v_new
         if context is not None:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from transformer import placement
 from transformer.config import TransformerConfig
 from transformer.layers import MLP, Attention, Norm, _normal, sinusoidal_encoding
 
@@ -91,16 +92,16 @@ class Block(nnx.Module):
 
     def __call__(
         self, v, positions, context=None, *, freeze_attention=False, query_block=None,
-        causal_blocks=1,
+        causal_blocks=1, pos_vectors=None,
     ):
         """v: [b, t, m] -> (v_next [b, t, m], z [b, t, m], keys, values, scores, pattern).
 
-        query_block, causal_blocks: see `Attention.__call__` (scores and pattern are None
-        when either applies).
+        query_block, causal_blocks, pos_vectors: see `Attention.__call__` (scores and
+        pattern are None when either of the first two applies).
         """
         options = dict(
             freeze_attention=freeze_attention, query_block=query_block,
-            causal_blocks=causal_blocks,
+            causal_blocks=causal_blocks, pos_vectors=pos_vectors,
         )
         if self.placement == "pre":
             a, k, val, scores, pattern = self.attn(self.attn_norm(v), positions, context, **options)
@@ -149,6 +150,9 @@ class Decoder(nnx.Module):
         else:
             self.unembedding = nnx.Param(_normal(rngs, (c.d_model, c.vocab_size), c.init_std, pdt))
         self.lm_head_bias = nnx.Param(jnp.zeros((c.vocab_size,), pdt)) if c.lm_head_bias else None
+        # float64 models on the host CPU, the formats under study on the accelerator
+        # (transformer.placement; a no-op on a CPU-only machine)
+        nnx.update(self, placement.place(nnx.state(self), c.compute_dtype))
 
     # ---- input checks ---------------------------------------------------------------------
 
@@ -191,7 +195,8 @@ class Decoder(nnx.Module):
     # ---- pieces of the forward pass -----------------------------------------------------
 
     def embed(self, tokens, positions=None) -> jax.Array:
-        """v^(0): token embeddings (times `embedding_scale`) plus absolute positions.
+        """v^(0): token embeddings (times `embedding_scale`) plus absolute positions where
+        they enter the residual stream (abs_pos_placement="residual").
 
         Args:
             tokens: [n] or [b, n] integer ids in [0, vocab_size).
@@ -224,11 +229,27 @@ class Decoder(nnx.Module):
         v0 = jnp.take(self.embedding[...], tokens, axis=0).astype(dt)  # [b, n, m]
         if c.embedding_scale is not None:
             v0 = v0 * jnp.asarray(c.embedding_scale, dt)
-        if c.pos_encoding == "sinusoidal":
-            v0 = v0 + sinusoidal_encoding(positions, c.d_model, dt)
-        elif c.pos_encoding == "learned":
-            v0 = v0 + jnp.take(self.pos_embedding[...], positions, axis=0).astype(dt)
+        if c.positions_in_residual:
+            v0 = v0 + self._position_vectors(positions)
         return v0
+
+    def _position_vectors(self, positions: jax.Array) -> jax.Array:
+        """Absolute position vectors p [b, n, m] (sinusoidal or learned) in the compute dtype."""
+        c, dt = self.config, self.config.compute_dtype
+        if c.pos_encoding == "sinusoidal":
+            return sinusoidal_encoding(positions, c.d_model, dt)
+        return jnp.take(self.pos_embedding[...], positions, axis=0).astype(dt)
+
+    def score_positions(self, positions) -> jax.Array | None:
+        """The position vectors every layer adds to its query/key inputs, [b, n, m], when
+        absolute positions enter the scores only (abs_pos_placement="scores"); else None.
+
+        Pass them as `pos_vectors` when calling a block or its attention directly."""
+        if not self.config.positions_in_scores:
+            return None
+        positions = jnp.asarray(positions)
+        self._check_positions(positions)
+        return self._position_vectors(positions)
 
     def unembed(self, y: jax.Array) -> jax.Array:
         """Logits from final-normed states: y [..., m] -> [..., v]."""
@@ -310,6 +331,7 @@ class Decoder(nnx.Module):
         v = (v0[None] if unbatched else v0).astype(c.compute_dtype)
         pos = self._batch_positions(positions, v.shape[:2])
 
+        pos_vectors = self.score_positions(pos)  # None unless positions enter the scores
         layers: list[tuple] = []
         keys, values = [], []
         for layer in range(start_layer, stop):
@@ -317,7 +339,8 @@ class Decoder(nnx.Module):
             if context is not None:
                 layer_context = (context[0][layer], context[1][layer], context[2])
             v_next, z, k, val, scores, pattern = self.blocks[layer](
-                v, pos, layer_context, freeze_attention=freeze_attention, query_block=query_block
+                v, pos, layer_context, freeze_attention=freeze_attention, query_block=query_block,
+                pos_vectors=pos_vectors,
             )
             keys.append(k)
             values.append(val)
@@ -496,5 +519,5 @@ def with_precision(model: Decoder, **precision) -> Decoder:
     target = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
     pdt = config.params_dtype
     state = jax.tree.map(lambda a: jnp.asarray(a).astype(pdt), nnx.state(model, nnx.Param))
-    nnx.update(target, state)
+    nnx.update(target, placement.place(state, config.compute_dtype))
     return target

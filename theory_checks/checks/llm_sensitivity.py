@@ -1,9 +1,11 @@
 """R11 on a real LLM: the sensitivity profile ||d y_n / d v_i^(0)||_F over input positions i
 of a long prompt (the U-shape question).
 
-The prompt is a one-turn chat asking to copy a string of uniformly drawn digits (fixed
-seed). ||J_i||_F^2 is estimated for every position at once with Hutchinson probes
-(`analysis.estimate_sensitivity`: k VJPs instead of d_model), with its standard error.
+The prompt asks, in the paper's Figure 5 (c) words, "Can you copy the following number?"
+then a string of uniformly drawn digits (fixed seed), as a one-turn chat (plain text for a
+model without a chat template). ||J_i||_F^2 is estimated for every position at once with
+Hutchinson probes (`analysis.estimate_sensitivity`: k VJPs instead of d_model), with its
+standard error.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ Z = 2.0  # an end counts as above the middle when estimate - Z * stderr exceeds 
 def sensitivity_prompt(llm: L.LLM, n_digits: int, seed: int) -> tuple[list[int], tuple[int, int]]:
     """Prompt ids and the [start, stop) positions of the digits inside it."""
     digits = "".join(str(d) for d in np.random.default_rng(seed).integers(0, 10, n_digits))
-    text = llm.chat(L.COPY_PREFIX + digits)
+    text = llm.chat(L.fig5_prefix(L.FIG5_COPY_QUESTION) + digits)
     ids = llm.encode(text)
     before = len(llm.encode(text[: text.index(digits)]))
     after = len(llm.encode(text[: text.index(digits) + len(digits)]))
@@ -47,7 +49,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     digit = est[d0:d1]
     dm = float(np.median(digit[len(digit) // 4 : 3 * len(digit) // 4]))
 
-    path, rel = ctx.figure("llm_r11_sensitivity.png")
+    path, rel = ctx.figure(L.figure_name(llm, "r11_sensitivity"))
     fig, ax = new_figure()
     pos = np.arange(1, n + 1)
     ax.semilogy(pos, est / mid, "-", lw=1, label="estimate")
@@ -90,13 +92,15 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         },
         verdict=verdict_from(ok),
         key_number=f"first/mid {est[0] / mid:.3g}, last/mid {est[-1] / mid:.3g}",
-        setup=f"{L.describe_model(llm)}; {llm.tokenizer_name}; prompt: chat turn "
-        f"{L.COPY_PREFIX!r} + {n_digits} uniform digits (seed {ctx.seed}), {n} tokens; float32; "
+        setup=f"{L.describe_model(llm)}; {llm.tokenizer_name}; prompt ({llm.prompt_style}): "
+        f"{L.fig5_prefix(L.FIG5_COPY_QUESTION)!r} + {n_digits} uniform digits (seed "
+        f"{ctx.seed}), {n} tokens; float32; "
         f"{n_probes} Gaussian probes (seed {ctx.seed}).",
         figures=(rel,),
         seeds=(ctx.seed,),
         dtypes=("float32",),
-        notes="Position 1 is the chat's first token (an attention sink in most LLMs) and "
-        "position n its last template token, not the digits; the digit-only ratios are "
+        model=llm.name,
+        notes="Position 1 is the prompt's first token (an attention sink in most LLMs) and "
+        "position n its last (template) token, not the digits; the digit-only ratios are "
         "reported as well (first_digit / last_digit over the digits' middle).",
     )

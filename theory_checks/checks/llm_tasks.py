@@ -1,11 +1,21 @@
-"""R5 on a real LLM (the paper's Figures 2-3 analogs, small scale): greedy accuracy on
-counting ones and on copying the first / last digit, as the sequence grows.
+"""R5 on a real LLM with the paper's prompts (Figures 2-3): greedy accuracy of counting ones,
+summing 1 + ... + 1, and copying the last / first digit, as the sequence grows.
 
-Each prompt is a one-turn chat (when the vocabulary shows a known chat format) whose
-answer is started for the model ("The number of ones in the sequence is"), so a short
-greedy continuation holds the answer: the first integer of the continuation for counting,
-its first digit for copying. Two phrasings per task and length. The digits are written as
-text and tokenised by the model's tokenizer (what the model sees in use).
+Prompts, verbatim from the paper: Figure 3's counting prompts (Appendix C.1: "Please perform
+the following sum: ..." and "Please count the number of ones in the following sequence:
+...", both asking for "The final answer to your maths question is: xxxx") and Figure 2's
+copying prompt ("Consider the following sequence: <seq>. What is the last digit in this
+sequence? Please answer exactly as 'The answer to your question is: <ANSWER>'"; copy-first
+asks for the "first" digit). Each prompt ends where the answer goes: the chat turn (plain
+text for a model without a chat template, `LLM.answer_prompt`) then the start of the answer
+format the prompt asks for, so a short greedy continuation holds the answer: its first
+integer (counting) or first digit (copying). Sequences: n ones; the sum "1+1+...+1" with n
+terms; "1...10" (copy-last) and "01...1" (copy-first) of n digits (answer 0 in both).
+
+Premise (fixed here, before measuring): accuracy can only fall with length if the model
+does the task at the shortest length. A counting task (count_ones, sum) is judged only if
+its answer at the shortest length is correct; with no such task the check is
+`inconclusive`. Copying is reported, not judged.
 """
 
 from __future__ import annotations
@@ -19,63 +29,72 @@ from theory_checks.context import Profile, RunContext
 from theory_checks.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
-ID, TITLE, PAPER_REF = "R5", "Counting and copying accuracy of a real LLM", "Figures 2-3 analogs"
+ID, TITLE, PAPER_REF = "R5", "Counting and copying accuracy of a real LLM", "Figures 2-3"
 
-N_NEW = 5  # " 128" is four tokens for a digit-splitting tokenizer, plus one spare
+N_NEW = 6  # " 2001" is five tokens for a digit-splitting tokenizer, plus one spare
 
-# task -> (sequence of length n, correct answer, phrasings (message with {}, answer start)).
+# task -> (sequence of length n, correct answer, message with {seq}, answer start).
 TASKS = {
-    "count_ones": (
-        lambda n: "1" * n,
-        lambda n: str(n),
-        (
-            (
-                "How many ones are in the following sequence?\n{}",
-                "The number of ones in the sequence is",
-            ),
-            ("Count the ones in this sequence: {}", "There are"),
-        ),
+    "count_ones": (lambda n: "1" * n, str, L.FIG3_COUNT, L.FIG3_ANSWER),
+    "sum": (lambda n: "+".join("1" * n), str, L.FIG3_SUM, L.FIG3_ANSWER),
+    "copy_last": (
+        lambda n: "1" * (n - 1) + "0", lambda n: "0",
+        L.FIG2_COPY.replace("{which}", "last"), L.FIG2_ANSWER,
     ),
     "copy_first": (
-        lambda n: "0" + "1" * (n - 1),
-        lambda n: "0",
-        (
-            (
-                "What is the first digit of the following sequence?\n{}",
-                "The first digit of the sequence is",
-            ),
-            ("Copy the first digit of this sequence: {}", "The first digit is"),
-        ),
-    ),
-    "copy_last": (
-        lambda n: "1" * (n - 1) + "0",
-        lambda n: "0",
-        (
-            (
-                "What is the last digit of the following sequence?\n{}",
-                "The last digit of the sequence is",
-            ),
-            ("Copy the last digit of this sequence: {}", "The last digit is"),
-        ),
+        lambda n: "0" + "1" * (n - 1), lambda n: "0",
+        L.FIG2_COPY.replace("{which}", "first"), L.FIG2_ANSWER,
     ),
 }
+COUNTING = ("count_ones", "sum")
+
+PREMISE = (
+    "the model does the task at the shortest length: a counting task (count_ones, sum) is "
+    "judged only if its answer at the shortest length is correct"
+)
+TO_REACH = (
+    "a model that counts correctly at the shortest length (the paper's Gemini 1.5 and "
+    "Gemma 7B do; a larger or instruction-tuned checkpoint via --model)"
+)
 
 
 def parse_answer(task: str, text: str) -> str | None:
     """The answer in a continuation: the first integer (counting) or first digit (copying)."""
-    found = re.search(r"\d+" if task == "count_ones" else r"\d", text)
+    found = re.search(r"\d+" if task in COUNTING else r"\d", text)
     return found.group(0) if found else None
 
 
+def lengths_for(reduced: bool) -> tuple[int, ...]:
+    return (2, 8) if reduced else (2, 4, 8, 16, 32, 64, 128, 256)
+
+
 def task_prompts(llm: L.LLM, lengths) -> list[dict]:
-    """Every (task, length, phrasing) prompt: dicts with task, n, phrasing, ids, expected."""
+    """Every (task, length) prompt: dicts with task, n, text, ids, expected."""
     out = []
-    for task, (seq, answer, phrasings) in TASKS.items():
+    for task, (seq, answer, message, start) in TASKS.items():
         for n in lengths:
-            for p, (message, lead) in enumerate(phrasings):
-                ids = llm.encode(llm.chat(message.format(seq(n))) + lead)
-                out.append({"task": task, "n": n, "phrasing": p, "ids": ids, "expected": answer(n)})
+            text = llm.answer_prompt(message.format(seq=seq(n)), start)
+            out.append({"task": task, "n": n, "text": text, "ids": llm.encode(text),
+                        "expected": answer(n)})
     return out
+
+
+def generate(llm: L.LLM, prompts: list[dict]) -> list[str]:
+    """The decoded greedy continuation (N_NEW tokens) of every prompt."""
+    generated = L.greedy_batch(llm.model, [p["ids"] for p in prompts], N_NEW)
+    return [llm.decode(g) for g in generated]
+
+
+def judge(acc: dict[str, np.ndarray]) -> tuple[list[str], bool]:
+    """(the counting tasks whose premise holds, whether their accuracy falls with length:
+    mean over the shorter half of the lengths above the mean over the longer half)."""
+    judged = [t for t in COUNTING if acc[t][0] == 1.0]
+    if not judged:
+        return [], False
+    half = len(acc[judged[0]]) // 2
+    short = np.mean([acc[t][:half] for t in judged])
+    long = np.mean([acc[t][-half:] for t in judged])
+    return judged, bool(short > long)
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
@@ -86,75 +105,77 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "(no tokenizer.json / unsupported GGUF tokenizer); run the other llm checks with "
             "--only R4,R6,R11,R12"
         )
-    lengths = (2, 8) if ctx.reduced else (2, 4, 8, 16, 32, 64, 128)
+    lengths = lengths_for(ctx.reduced)
     prompts = task_prompts(llm, lengths)
-    generated = L.greedy_batch(llm.model, [p["ids"] for p in prompts], N_NEW)
+    texts = generate(llm, prompts)
     records, acc = [], {t: np.zeros(len(lengths)) for t in TASKS}
-    for p, gen in zip(prompts, generated):
-        text = llm.decode(gen)
+    for p, text in zip(prompts, texts):
         got = parse_answer(p["task"], text)
         correct = got == p["expected"]
-        acc[p["task"]][lengths.index(p["n"])] += correct / len(TASKS[p["task"]][2])
-        records.append(
-            {
-                "task": p["task"],
-                "n": p["n"],
-                "phrasing": p["phrasing"],
-                "prompt_tokens": len(p["ids"]),
-                "output": text,
-                "answer": got,
-                "expected": p["expected"],
-                "correct": bool(correct),
-            }
-        )
+        acc[p["task"]][lengths.index(p["n"])] = float(correct)
+        records.append({"task": p["task"], "n": p["n"], "prompt_tokens": len(p["ids"]),
+                        "output": text, "answer": got, "expected": p["expected"],
+                        "correct": bool(correct)})
+    judged, ok = judge(acc)
+    reached = bool(judged)
     half = len(lengths) // 2
     short = {t: float(a[:half].mean()) for t, a in acc.items()}
     long = {t: float(a[-half:].mean()) for t, a in acc.items()}
-    ok = short["count_ones"] > long["count_ones"]
 
-    path, rel = ctx.figure("llm_r05_tasks.png")
+    path, rel = ctx.figure(L.figure_name(llm, "r05_tasks"))
     fig, ax = new_figure()
     for t, a in acc.items():
         ax.semilogx(lengths, a, "o-", ms=3, label=t)
     ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("n (digits in the sequence)")
-    ax.set_ylabel(f"greedy accuracy ({len(TASKS['count_ones'][2])} phrasings)")
-    ax.set_title(f"R5 / Figs. 2-3 analog: {llm.name}, float32, greedy (no sampling, no seed)")
+    ax.set_xlabel("n (digits in the sequence; terms of the sum)")
+    ax.set_ylabel("greedy answer correct (1) or not (0)")
+    ax.set_title(f"R5 / Figures 2-3 prompts: {llm.name}, float32, greedy, {llm.prompt_style}")
     ax.legend()
     save(fig, path)
     notes = []
-    if max(short.values()) == 0:
+    if not reached:
         notes.append(
-            "The model answers none of the prompts correctly even at the shortest lengths, so "
-            "these runs cannot show accuracy falling with length: at this scale the tasks are "
-            "beyond the model, not evidence about collapse (see the outputs in measured)."
+            "No counting prompt is answered correctly at the shortest length, so these runs "
+            "cannot show accuracy falling with length: at this scale the tasks are beyond the "
+            "model, not evidence about collapse (the outputs are in measured)."
         )
     if not L.one_token_per_digit(llm):
         notes.append("The tokenizer groups digits: a run is not one token per digit here.")
+    example = next(p["text"] for p in prompts if p["task"] == "copy_last")
     return CheckResult(
         id=ID,
         title=TITLE,
         paper_ref=PAPER_REF,
         claim="Counting (and copying) accuracy falls as the sequence grows; counting must fail "
         "once the n and n + 1 sequences collapse.",
-        criterion=f"counting accuracy, mean over the {half} shortest lengths, greater than over "
-        f"the {half} longest (lengths {list(lengths)}); copying reported.",
+        criterion=f"for the counting tasks correct at n = {lengths[0]}: accuracy over the "
+        f"{half} shortest lengths above that over the {half} longest (lengths "
+        f"{list(lengths)}); copying reported.",
         measured={
             **{f"accuracy_{t}": acc[t] for t in TASKS},
             **{f"short_mean_{t}": short[t] for t in TASKS},
             **{f"long_mean_{t}": long[t] for t in TASKS},
+            "judged_tasks": judged,
             "lengths": list(lengths),
+            "prompt_example_copy_last": example,
             "outputs": records,
         },
-        verdict=verdict_from(ok),
-        key_number=f"count {short['count_ones']:.2f} -> {long['count_ones']:.2f}, "
-        f"last {short['copy_last']:.2f} -> {long['copy_last']:.2f}",
-        setup=f"{L.describe_model(llm)}; float32; chat format "
-        f"{'recognised' if llm.chat_format else 'none (plain text)'}; {len(prompts)} prompts "
-        f"(3 tasks x {len(lengths)} lengths x 2 phrasings), {N_NEW} greedy tokens each, "
-        "batched through the KV cache (theory_checks.llm.greedy_batch).",
+        verdict=verdict_from(ok, reached),
+        key_number=(
+            f"count {short['count_ones']:.2f} -> {long['count_ones']:.2f}, sum "
+            f"{short['sum']:.2f} -> {long['sum']:.2f}, last {short['copy_last']:.2f} -> "
+            f"{long['copy_last']:.2f}"
+        ),
+        setup=f"{L.describe_model(llm)}; float32; prompts {llm.prompt_style}, the paper's "
+        f"wording; {len(prompts)} prompts ({len(TASKS)} tasks x {len(lengths)} lengths), "
+        f"{N_NEW} greedy tokens each, batched through the KV cache "
+        "(theory_checks.llm.greedy_batch).",
         figures=(rel,),
         seeds=(ctx.seed,),
         dtypes=("float32",),
         notes=" ".join(notes),
+        premise=PREMISE,
+        premise_reached=reached,
+        to_reach_premise="" if reached else TO_REACH,
+        model=llm.name,
     )

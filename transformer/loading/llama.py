@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from transformer.config import TransformerConfig
+from transformer.loading.gguf_io import ArchMetadata, rope_scaling, tied_head
 from transformer.loading.mapping import (
     Spec,
     activation,
@@ -24,6 +25,7 @@ from transformer.loading.mapping import (
 )
 
 MODEL_TYPES = ("llama",)
+GGUF_ARCHITECTURES = ("llama",)  # general.architecture of llama.cpp files
 # Where the decoder's tensors sit: causal-LM checkpoints use "model.", a bare base model "".
 PREFIXES = ("model.", "")
 EMBED = "embed_tokens.weight"
@@ -44,6 +46,42 @@ def sizes(hf: Mapping) -> dict:
     )
 
 
+# The switches every Llama-style architecture (Llama, Qwen2, Gemma 1-3) shares; each module
+# states only what it changes, as a table of fixed switches plus fields read from its config.
+SHARED = dict(pos_encoding="rope", norm="rmsnorm", norm_bias=False, gated=True)
+
+
+def llama_style_config(
+    hf: Mapping, *, fixed: Mapping, read: Mapping, tie_default: bool, rope=None, **precision
+) -> TransformerConfig:
+    """TransformerConfig of a Llama-style Hugging Face config dict.
+
+    Args:
+        hf: the config dict.
+        fixed: the architecture's fixed switches (override `SHARED`).
+        read: fields the architecture reads from its config (override everything else).
+        tie_default: tie_word_embeddings when the config does not say.
+        rope: (theta, linear factor) when the architecture reads them its own way (default:
+            `rope_parameters(hf)`).
+        **precision: dtype, param_dtype, softmax_dtype, matmul_precision.
+    """
+    theta, factor = rope_parameters(hf) if rope is None else rope
+    bias = bool(hf.get("attention_bias", False))
+    fields = dict(
+        **sizes(hf),
+        **SHARED,
+        rope_theta=theta,
+        rope_linear_factor=factor,
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        qkv_bias=bias,
+        out_bias=bias,
+        tie_embeddings=bool(hf.get("tie_word_embeddings", tie_default)),
+    )
+    fields.update(fixed)
+    fields.update(read)
+    return TransformerConfig(**fields, **precision)
+
+
 def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """TransformerConfig of a Hugging Face LlamaConfig dict.
 
@@ -52,24 +90,11 @@ def to_config(hf: Mapping, **precision) -> TransformerConfig:
     """
     where = "llama config"
     check_unsupported(hf, where, pretraining_tp=(1, None))
-    theta, factor = rope_parameters(hf)
-    bias = bool(hf.get("attention_bias", False))
-    return TransformerConfig(
-        **sizes(hf),
-        pos_encoding="rope",
-        rope_theta=theta,
-        rope_linear_factor=factor,
-        norm="rmsnorm",
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        norm_bias=False,
+    read = dict(
         activation=activation(hf.get("hidden_act", "silu"), where),
-        gated=True,
         mlp_bias=bool(hf.get("mlp_bias", False)),
-        qkv_bias=bias,
-        out_bias=bias,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        **precision,
     )
+    return llama_style_config(hf, fixed={}, read=read, tie_default=False, **precision)
 
 
 def layer_specs(
@@ -163,6 +188,49 @@ def permute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def gguf_hf_config(m: ArchMetadata, tensors: Mapping[str, np.ndarray], model_type: str) -> dict:
+    """The Hugging Face config fields every Llama-style GGUF file (Llama, Qwen2, the Gemma
+    family) holds under the same llama.cpp keys.
+
+    Args:
+        m: the file's metadata (each key read is marked as understood).
+        tensors: the renamed tensors (for the vocabulary size and a tied head).
+        model_type: the Hugging Face model_type of the result.
+    Returns:
+        A config dict with sizes, RMSNorm epsilon, rope_theta (and linear rope_scaling when
+        the file has it) and tie_word_embeddings.
+    Raises:
+        ValueError: partial rotary, a value width other than the key width, or an
+            unsupported rope scaling.
+    """
+    n_heads = m.integer("attention.head_count")
+    d_model = m.integer("embedding_length")
+    d_head = m.integer("attention.key_length", d_model // n_heads)
+    m.require("attention.value_length", d_head, d_head)  # one d_head for k and v
+    rope_dims = m.integer("rope.dimension_count", d_head)
+    if rope_dims != d_head:
+        raise ValueError(f"GGUF: partial rotary ({rope_dims} of {d_head} dims) is not supported")
+    vocab = m.integer("vocab_size", tensors["model.embed_tokens.weight"].shape[0])
+    hf = dict(
+        model_type=model_type,
+        vocab_size=vocab,
+        hidden_size=d_model,
+        num_hidden_layers=m.integer("block_count"),
+        num_attention_heads=n_heads,
+        num_key_value_heads=m.integer("attention.head_count_kv", n_heads),
+        head_dim=d_head,
+        intermediate_size=m.integer("feed_forward_length"),
+        max_position_embeddings=m.integer("context_length", 2048),
+        rms_norm_eps=float(m["attention.layer_norm_rms_epsilon"]),
+        rope_theta=float(m.get("rope.freq_base", 10_000.0)),
+        tie_word_embeddings=tied_head(tensors, "model.embed_tokens.weight"),
+    )
+    factor = rope_scaling(m)
+    if factor != 1.0:
+        hf["rope_scaling"] = {"rope_type": "linear", "factor": factor}
+    return hf
+
+
 def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
     """A Hugging Face Llama config dict and tensors from a GGUF file's metadata and tensors.
 
@@ -172,35 +240,14 @@ def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, 
             still in llama.cpp's permuted row order.
     Returns:
         (config dict, tensors with q/k rows un-permuted).
+    Raises:
+        ValueError: metadata the decoder cannot represent (names the key).
     """
-    arch = meta["general.architecture"]
-    n_heads = int(meta[f"{arch}.attention.head_count"])
-    n_kv = int(meta.get(f"{arch}.attention.head_count_kv", n_heads))
-    d_model = int(meta[f"{arch}.embedding_length"])
-    d_head = int(meta.get(f"{arch}.attention.key_length", d_model // n_heads))
-    rope_dims = meta.get(f"{arch}.rope.dimension_count", d_head)
-    if int(rope_dims) != d_head:
-        raise ValueError(f"GGUF: partial rotary ({rope_dims} of {d_head} dims) is not supported")
-    if meta.get(f"{arch}.rope.scaling.type", "none") not in ("none",):
-        raise ValueError(f"GGUF: unsupported rope scaling {meta[f'{arch}.rope.scaling.type']!r}")
-    vocab = meta.get(f"{arch}.vocab_size")
-    if vocab is None:
-        vocab = tensors["model.embed_tokens.weight"].shape[0]
-    hf = dict(
-        model_type="llama",
-        vocab_size=int(vocab),
-        hidden_size=d_model,
-        num_hidden_layers=int(meta[f"{arch}.block_count"]),
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_kv,
-        head_dim=d_head,
-        intermediate_size=int(meta[f"{arch}.feed_forward_length"]),
-        max_position_embeddings=int(meta.get(f"{arch}.context_length", 2048)),
-        rms_norm_eps=float(meta[f"{arch}.attention.layer_norm_rms_epsilon"]),
-        rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10_000.0)),
-        hidden_act="silu",
-        tie_word_embeddings="lm_head.weight" not in tensors,
-    )
+    m = ArchMetadata(meta)
+    hf = gguf_hf_config(m, tensors, "llama")
+    hf["hidden_act"] = "silu"
+    m.check_all_read()
+    n_heads, n_kv = hf["num_attention_heads"], hf["num_key_value_heads"]
     out = dict(tensors)
     for name, w in tensors.items():
         if name.endswith("self_attn.q_proj.weight"):

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 from safetensors import numpy as st_numpy
 
+from training.spec import TrainSpec, make_optimizer
 from transformer.config import TransformerConfig
 from transformer.model import Decoder
 
@@ -217,7 +218,7 @@ def load_checkpoint(path: str | os.PathLike, optimizer=None) -> Checkpoint:
         path: the checkpoint directory.
         optimizer: the optax `GradientTransformation` whose state was saved; it gives the
             state's structure. None: rebuilt from train_args.json when present
-            (`transformer.train.make_optimizer`), else the optimizer state is not loaded.
+            (`training.spec.make_optimizer`), else the optimizer state is not loaded.
     Returns:
         `Checkpoint(model, opt_state, step, meta)`; opt_state is None when the checkpoint
         has none or no optimizer could be built. Parameters and optimizer state are
@@ -238,8 +239,6 @@ def load_checkpoint(path: str | os.PathLike, optimizer=None) -> Checkpoint:
     opt_state = None
     if (path / OPT_FILE).is_file():
         if optimizer is None and (path / TRAIN_ARGS_FILE).is_file():
-            from transformer.train import TrainSpec, make_optimizer  # lazy: train imports us
-
             args = json.loads((path / TRAIN_ARGS_FILE).read_text())
             optimizer = make_optimizer(TrainSpec.from_dict(args["train"]))
         if optimizer is not None:

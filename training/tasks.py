@@ -2,7 +2,7 @@
 
 Every generator is pure: a batch is a deterministic function of (task, seed or numpy
 Generator, sizes), built with vectorised numpy over the batch, so the training stream of
-`transformer.train` is a function of (seed, step) alone and a resumed run sees the same
+`training.train` is a function of (seed, step) alone and a resumed run sees the same
 data as an uninterrupted one.
 
 Token layout (`VOCAB_SIZE` = 528 ids):
@@ -39,7 +39,7 @@ varies and the model cannot succeed by always answering 0.
 Padding: right padding to a fixed width (`Batch.tokens` [b, W]), so compiled shapes never
 change; the answer is predicted from the logits at `Batch.query_pos` (the last prompt
 token), which under the causal mask sees exactly the real prompt. Training therefore needs
-`causal=True` (`transformer.train` checks it).
+`causal=True` (`training.train` checks it).
 """
 
 from __future__ import annotations

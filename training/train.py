@@ -1,4 +1,4 @@
-"""Train a decoder on one synthetic task (transformer.tasks) with optax; evaluate per length.
+"""Train a decoder on one synthetic task (training.tasks) with optax; evaluate per length.
 
 The paper's task probes (shared/PAPER.md: copying and counting, accuracy against length;
 R5, R12) need models trained on short sequences and evaluated on longer ones. Here:
@@ -9,11 +9,11 @@ R5, R12) need models trained on short sequences and evaluated on longer ones. He
   (seed, s) alone, so equal seeds give bit-identical parameters, and stopping after N
   steps, checkpointing, restoring and training on gives bit-identical parameters to an
   uninterrupted run.
-- Checkpoints (transformer.checkpoint) under `out/checkpoints/step_XXXXXXXX`, each written
+- Checkpoints (training.checkpoint) under `out/checkpoints/step_XXXXXXXX`, each written
   atomically; `resume=True` continues from the latest one.
 
 CLI:
-    python -m transformer.train --task copy_last --steps 500 --out runs/copy_last \
+    python -m training --task copy_last --steps 500 --out runs/copy_last \
         --min-len 4 --max-len 16 --eval-lengths 4 8 16 32 64
 writes out/metrics.json (loss curve, accuracy per length, config, seed, args), a plot
 out/accuracy.png and prints a summary.
@@ -38,124 +38,20 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from transformer.checkpoint import (
+from training.checkpoint import (
     config_to_dict,
     load_checkpoint,
     read_train_args,
     save_checkpoint,
 )
+from training.spec import TrainSpec, _check_int, make_optimizer
+from training.tasks import VOCAB_SIZE, TaskSpec, batch_at_step, make_batch, sequence_length
 from transformer.config import TransformerConfig
 from transformer.model import Decoder
-from transformer.tasks import VOCAB_SIZE, TaskSpec, batch_at_step, make_batch, sequence_length
+
+__all__ = ["TrainSpec", "evaluate", "latest_checkpoint", "main", "make_optimizer", "train"]
 
 CHECKPOINT_DIR = "checkpoints"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSpec:
-    """Optimisation and bookkeeping settings.
-
-    Attributes:
-        steps: total optimizer steps (the cosine schedule spans them).
-        batch_size: examples per step.
-        learning_rate: peak learning rate, reached after `warmup_steps` linear steps.
-        warmup_steps: in [0, steps).
-        min_lr_ratio: the cosine decays to learning_rate * min_lr_ratio at `steps`.
-        weight_decay: AdamW decoupled decay, on matrices only (ndim >= 2).
-        clip_norm: global gradient-norm clip.
-        b1, b2: Adam moments.
-        seed: model initialisation and data stream.
-        log_every: steps between loss read-outs (progress bar).
-        checkpoint_every: steps between checkpoints (None: only at the end of a run).
-        keep_checkpoints: how many latest checkpoints to keep.
-        eval_lengths: lengths to evaluate after training (None: min_len..max_len of the
-            task, at most 16 of them).
-        eval_examples: examples per evaluated length.
-    """
-
-    steps: int = 500
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    b1: float = 0.9
-    b2: float = 0.98
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int | None = None
-    keep_checkpoints: int = 2
-    eval_lengths: tuple[int, ...] | None = None
-    eval_examples: int = 256
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "keep_checkpoints", "eval_examples"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("warmup_steps", self.warmup_steps, 0)
-        _check_int("seed", self.seed, 0)
-        if self.warmup_steps >= self.steps:
-            raise ValueError(f"warmup_steps={self.warmup_steps} must be below steps={self.steps}")
-        if self.checkpoint_every is not None:
-            _check_int("checkpoint_every", self.checkpoint_every, 1)
-        for name in ("learning_rate", "clip_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
-        if not (0.0 <= self.b1 < 1.0 and 0.0 <= self.b2 < 1.0):
-            raise ValueError(f"b1 and b2 must lie in [0, 1), got {self.b1}, {self.b2}")
-        if self.eval_lengths is not None:
-            object.__setattr__(self, "eval_lengths", tuple(self.eval_lengths))
-            if not self.eval_lengths:
-                raise ValueError("eval_lengths is empty")
-            for n in self.eval_lengths:
-                _check_int("eval length", n, 1)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if d["eval_lengths"] is not None:
-            d["eval_lengths"] = list(d["eval_lengths"])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainSpec":
-        d = dict(d)
-        if d.get("eval_lengths") is not None:
-            d["eval_lengths"] = tuple(d["eval_lengths"])
-        return cls(**d)
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def make_optimizer(spec: TrainSpec) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW on a warm-up + cosine schedule.
-
-    Weight decay skips vectors (norm scales, biases): decaying them towards 0 fights the
-    norms' unit initialisation for no regularisation benefit.
-    """
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=spec.learning_rate,
-        warmup_steps=spec.warmup_steps,
-        decay_steps=spec.steps,
-        end_value=spec.learning_rate * spec.min_lr_ratio,
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(spec.clip_norm),
-        optax.adamw(
-            schedule,
-            b1=spec.b1,
-            b2=spec.b2,
-            weight_decay=spec.weight_decay,
-            mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params),
-        ),
-    )
 
 
 def _answer_logits(model: Decoder, tokens: jax.Array, query_pos: jax.Array) -> jax.Array:
@@ -460,7 +356,7 @@ def _parse_lengths(values: list[str]) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m transformer.train",
+        prog="python -m training",
         description="Train a small decoder on a copying/counting task and plot accuracy "
         "against length (Barbero et al. 2024, task probes).",
     )
@@ -543,9 +439,15 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """The command line: exit status 2 with the message on bad arguments."""
     try:
         main()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,95 @@
+"""The house rules as tests: data flows one way between the packages, no module imports
+itself back through others (no cycle, lazy imports included), modules stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("transformer", "analysis", "theory_checks", "training")
+# What each package may import from the others.
+ALLOWED = {
+    "transformer": set(),
+    "analysis": {"transformer"},
+    "training": {"transformer"},
+    "theory_checks": {"transformer", "analysis", "training"},
+}
+MAX_ANALYSIS_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules=frozenset()) -> set[str]:
+    """Every project module a file imports, at any depth of the file (lazy imports too).
+
+    `from pkg import name` counts as importing pkg.name when that is one of `modules`
+    (a submodule), else as importing pkg (a name defined by the package)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                     else node.module for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.split(".")[0] in PACKAGES}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+    return {name: {m for m in _imports(path, frozenset(files)) if m in files and m != name}
+            for name, path in files.items()}
+
+
+def test_packages_import_only_downstream():
+    bad = [
+        f"{mod} imports {dep}"
+        for mod, deps in _graph().items()
+        for dep in deps
+        if dep.split(".")[0] != mod.split(".")[0]
+        and dep.split(".")[0] not in ALLOWED[mod.split(".")[0]]
+    ]
+    assert not bad, bad
+
+
+def test_no_import_cycle():
+    edges = _graph()
+    state, stack, cycles = {}, [], []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for dep in sorted(edges.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+    assert not cycles, cycles
+
+
+def test_the_graph_sees_lazy_imports(tmp_path):
+    """Guards the two tests above: an import inside a function counts."""
+    f = tmp_path / "m.py"
+    f.write_text("def g():\n    from training.train import train\n    import analysis.bound\n"
+                 "    from transformer import placement, Decoder\n")
+    assert _imports(f, frozenset({"transformer.placement"})) == {
+        "training.train", "analysis.bound", "transformer.placement", "transformer"}
+
+
+def test_analysis_modules_stay_small():
+    long = {p.name: n for p in (ROOT / "analysis").glob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_ANALYSIS_LINES}
+    assert not long, long
