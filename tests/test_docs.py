@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -94,11 +93,9 @@ def test_api_examples_run():
     blocks = BLOCK_RE.findall(_text("api.md"))
     assert len(blocks) >= 10, "docs/api.md lost its examples"
     namespace: dict = {"__name__": "docs_api"}
-    start = time.perf_counter()
     for i, block in enumerate(blocks):
         try:
             # The documented examples are the code under test.
             exec(compile(block, f"docs/api.md[block {i}]", "exec"), namespace)  # noqa: S102
         except Exception as err:
             raise AssertionError(f"docs/api.md python block {i} failed:\n{block}") from err
-    assert time.perf_counter() - start < 120, "docs/api.md examples got slow"

@@ -65,6 +65,7 @@ def test_study_result(result, checkpoint):
     finals = []
     for kind in S.KINDS:
         rec = model["kinds"][kind][str(N)]
+        assert rec["method"] == S.method_for(rec["products"])
         est = np.asarray(rec["profile"]["estimate"])
         se = np.asarray(rec["profile"]["stderr"])
         mid, mid_se = np.median(est[N // 4 : 3 * N // 4]), np.median(se[N // 4 : 3 * N // 4])
@@ -82,6 +83,7 @@ def test_study_result(result, checkpoint):
         exact = np.asarray(sensitivity_profile(llm.model, jnp.asarray(ids, jnp.int32))) ** 2
         assert np.mean(np.abs(est - exact) <= 3 * se) > 0.7
         finals.append(u)
+    assert [S.method_for(k) for k in (12, 47, 48, 96)] == ["hutchinson"] * 2 + ["xtrace"] * 2
     premise = all(u["middle_rel_error"] < S.RESOLVED for u in finals)
     ok = all(u["u_shaped"] for u in finals)
     assert r.verdict == ("inconclusive" if not premise else "pass" if ok else "fail")
