@@ -41,7 +41,8 @@ def main(argv=None):
     parser = parse_common(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--n", type=int, nargs="+", default=[8192, 16384])
     parser.add_argument("--products", type=int, nargs="+", default=[24, 12],
-                        help="XTrace budget (VJPs + JVPs) at each n")
+                        help="estimator budget (VJPs + JVPs) at each n (XTrace from 48, "
+                        "Hutchinson below)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None,
                         help="checkpoint directory or .gguf (default: the bundled SmolLM2-135M, "
