@@ -61,6 +61,7 @@ def test_study_result(result, checkpoint):
     assert r.figures and (ctx.figure_dir.parent / r.figures[0]).stat().st_size > 1000
     json.dumps(r.to_json())
     (model,) = r.measured["models"].values()
+    assert r.model == L.load_llm(checkpoint).name == next(iter(r.measured["models"]))
     llm = L.load_llm(checkpoint)
     finals = []
     for kind in S.KINDS:

@@ -299,6 +299,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "longest n",
         premise_reached=premise_reached,
         to_reach_premise="" if premise_reached else "a larger budget (products) per prompt",
+        model=", ".join(study),
         notes="Position 1 is the chat template's first token (an attention sink in most LLMs) "
         "and position n its last template token; the body's own ends are reported too. The "
         "bound is Theorem 5.1's for the frozen-attention Jacobian, compared here with the live "
