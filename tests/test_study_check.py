@@ -88,3 +88,30 @@ def test_study_result(result, checkpoint):
     premise = all(u["middle_rel_error"] < S.RESOLVED for u in finals)
     ok = all(u["u_shaped"] for u in finals)
     assert r.verdict == ("inconclusive" if not premise else "pass" if ok else "fail")
+
+
+def test_readme_table_quotes_the_recorded_run():
+    """The README's S1 table (n = 2048) against docs/s1_snapshot.json, the recorded run's
+    numbers (`study_oversquashing.snapshot` of its results.json)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    snap = json.loads((root / "docs" / "s1_snapshot.json").read_text())["models"]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Over-squashing measured in real models"):]
+    names = {"SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct.Q4_1.gguf",
+             "Gemma 3 270M": "gemma-3-270m-q4_k_m.gguf"}
+    for label, name in names.items():
+        row = re.search(rf"^\| {re.escape(label)} \| (.*) \|$", section, re.MULTILINE)
+        assert row, f"no README row for {label}"
+        cells = [c.strip() for c in row.group(1).split("|")]
+        for kind, cell in zip(S.KINDS, cells[:3]):
+            u = snap[name][kind]["2048"]["u_shape"]
+            first, last = (float(x) for x in cell.split(" / "))
+            assert first == pytest.approx(u["first_over_middle"], rel=0.03), (label, kind)
+            assert last == pytest.approx(u["last_over_middle"], rel=0.03), (label, kind)
+        rhos = [float(x) for x in cells[3].split(" / ")]
+        assert rhos == pytest.approx(
+            [snap[name][k]["2048"]["paths"]["spearman_path"] for k in S.KINDS], abs=0.006)
+        assert all(snap[name][k]["2048"]["u_shape"]["u_shaped"] for k in S.KINDS)

@@ -219,6 +219,25 @@ def run_study(llms: Sequence[L.LLM], sizes: Sizes, seed: int,
     return out
 
 
+def snapshot(results: Sequence[dict]) -> dict:
+    """The S1 numbers of a run's results.json entries without the per-position profiles:
+    {model: {"runtime_s", "device", "seeds", "sizes", kind: {n: u_shape, paths, sinks,
+    method, products, seconds}}}. `docs/s1_snapshot.json` is this of the recorded run that
+    the README's S1 table quotes."""
+    out = {}
+    for r in results:
+        if r["id"] != ID:
+            continue
+        for name, rec in r["measured"]["models"].items():
+            entry = {"runtime_s": r["runtime_s"], "device": r["device"], "seeds": r["seeds"],
+                     "sizes": r["measured"]["sizes"], "description": rec["description"]}
+            for kind, by_n in rec["kinds"].items():
+                entry[kind] = {n: {k: v for k, v in m.items() if k != "profile"}
+                               for n, m in by_n.items()}
+            out[name] = entry
+    return out
+
+
 def _figure(ctx: RunContext, name: str, by_kind: dict, n: int) -> str:
     path, rel = ctx.figure(f"s01_{''.join(c if c.isalnum() else '_' for c in name)}.png")
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), dpi=110)
