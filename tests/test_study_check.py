@@ -88,6 +88,7 @@ def test_study_result(result, checkpoint):
     premise = all(u["middle_rel_error"] < S.RESOLVED for u in finals)
     ok = all(u["u_shaped"] for u in finals)
     assert r.verdict == ("inconclusive" if not premise else "pass" if ok else "fail")
+    assert premise and r.verdict in ("pass", "fail")  # this checkpoint reaches the premise
 
 
 def test_readme_table_quotes_the_recorded_run():
@@ -115,3 +116,15 @@ def test_readme_table_quotes_the_recorded_run():
         assert rhos == pytest.approx(
             [snap[name][k]["2048"]["paths"]["spearman_path"] for k in S.KINDS], abs=0.006)
         assert all(snap[name][k]["2048"]["u_shape"]["u_shaped"] for k in S.KINDS)
+
+
+def test_inconclusive_when_the_estimator_does_not_resolve_the_middle(checkpoint, tmp_path,
+                                                                     monkeypatch):
+    """A premise built not to be reached (a resolution no estimate meets): inconclusive, with
+    what would reach it; never pass or fail."""
+    monkeypatch.setattr(S, "RESOLVED", 1e-12)
+    ctx = RunContext(figure_dir=tmp_path / "figures", seed=0, reduced=True,
+                     model_path=checkpoint)
+    r = run_check("S1", Profile("llm-long"), ctx)
+    assert not r.premise_reached and r.verdict == "inconclusive"
+    assert "budget" in r.to_reach_premise
