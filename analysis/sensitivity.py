@@ -182,16 +182,22 @@ _ROWS = kernel_variants(
 )
 
 
+def _plan_and_chunk(model, v, count, wrt_layer, chunk_size, query_block, remat):
+    """The memory plan for v [n, d_model] through layers wrt_layer.. and the chunk (products
+    per compiled step) for `count` products: `chunk_size` or the automatic one, made even."""
+    n, depth = v.shape[0], model.config.n_layers - wrt_layer
+    plan = memory_plan(model, n, depth, query_block=query_block, remat=remat)
+    chunk = chunk_size or _auto_chunk(model, n, depth, count, plan)
+    return plan, even_chunk(min(chunk, count), count)
+
+
 def _run_rows(model, v, cotangents, *, wrt_layer, freeze_attention, chunk_size, reduce,
               query_block, remat):
     """Reduced VJP rows [R, n] of y_n against v^(wrt_layer) for cotangents [R, d_out]."""
-    c = model.config
-    n, count = v.shape[0], cotangents.shape[0]
-    plan = memory_plan(model, n, c.n_layers - wrt_layer, query_block=query_block, remat=remat)
-    chunk = chunk_size or _auto_chunk(model, n, c.n_layers - wrt_layer, count, plan)
-    chunk = even_chunk(min(chunk, count), count)
+    plan, chunk = _plan_and_chunk(model, v, cotangents.shape[0], wrt_layer, chunk_size,
+                                  query_block, remat)
     graphdef, state = nnx.split(model)
-    return pick_kernel(_ROWS, model, n, v, cotangents, plan=plan)(
+    return pick_kernel(_ROWS, model, v.shape[0], v, cotangents, plan=plan)(
         graphdef, state, v, cotangents, wrt_layer=wrt_layer,
         freeze_attention=bool(freeze_attention), chunk=chunk, reduce=reduce, plan=plan,
     )
@@ -213,13 +219,10 @@ _COLUMNS = kernel_variants(
 def _run_columns(model, v, tangents, *, wrt_layer, freeze_attention, chunk_size, query_block,
                  remat):
     """J w [R, d_out] of y_n against v^(wrt_layer) for tangents [R, n, d_model] (JVPs)."""
-    c = model.config
-    n, count = v.shape[0], tangents.shape[0]
-    plan = memory_plan(model, n, c.n_layers - wrt_layer, query_block=query_block, remat=remat)
-    chunk = chunk_size or _auto_chunk(model, n, c.n_layers - wrt_layer, count, plan)
-    chunk = even_chunk(min(chunk, count), count)
+    plan, chunk = _plan_and_chunk(model, v, tangents.shape[0], wrt_layer, chunk_size,
+                                  query_block, remat)
     graphdef, state = nnx.split(model)
-    return pick_kernel(_COLUMNS, model, n, v, tangents, plan=plan)(
+    return pick_kernel(_COLUMNS, model, v.shape[0], v, tangents, plan=plan)(
         graphdef, state, v, tangents, wrt_layer=wrt_layer,
         freeze_attention=bool(freeze_attention), chunk=chunk, plan=plan,
     )
