@@ -38,6 +38,7 @@ from analysis.softmax import (
     tv_decay_experiment,
 )
 from analysis.synthetic_collapse import Reading, synthetic_pair_distances
+from analysis.validation import UnderflowWarning, states_at_layer
 from analysis.spectral import (
     convergence_rate,
     deep_limit,
@@ -64,4 +65,5 @@ __all__ = [
     "repeated_last_pair", "same_weights", "second_eigenvalue", "sensitivity_profile",
     "separated_digits", "softmax_tv", "spearman", "spectrum_check", "stable_rank",
     "synthetic_pair_distances", "token_spread", "total_variation", "tv_decay_experiment",
+    "UnderflowWarning", "states_at_layer",
 ]

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from analysis.jacobian import kernel_variants, pick_kernel, states_at_layer
+from analysis.kernels import kernel_variants, pick_kernel
+from analysis.validation import check_choice, check_result, states_at_layer
+from transformer.shapes import Array, ArrayLike, Float, Int, shape_checked
 from transformer.layers import ACTIVATION_FNS
 
 BOUND_NORMS = ("spectral", "fro", "l1", "linf")
@@ -154,73 +156,44 @@ def head_constants(attn, norm: str) -> jax.Array:
     return matrix_norm(wvo, norm)
 
 
-def _capture_block(block, v, positions, pos_vectors=None):
-    """One layer on v [1, n, m], keeping what the factors are evaluated at (pos_vectors:
-    `Decoder.score_positions`, None unless positions enter the scores).
-
-    Returns (v_next [1, n, m], pattern [h, n, n], inputs dict): the inputs dict names the
-    input of every norm and of the MLP, per placement.
-    """
-    if block.placement == "pre":
-        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions, pos_vectors=pos_vectors)
-        z = v + a
-        h_in = block.mlp_norm(z)
-        v_next = z + block.mlp(h_in)
-        seen = dict(attn_norm=v, mlp_norm=z, mlp=h_in)
-    elif block.placement == "post":
-        a, _, _, _, pattern = block.attn(v, positions, pos_vectors=pos_vectors)
-        s = v + a
-        z = block.attn_norm(s)
-        t = z + block.mlp(z)
-        v_next = block.mlp_norm(t)
-        seen = dict(attn_norm=s, mlp_norm=t, mlp=z)
-    else:  # sandwich
-        a, _, _, _, pattern = block.attn(block.attn_norm(v), positions, pos_vectors=pos_vectors)
-        z = v + block.attn_post_norm(a)
-        h_in = block.mlp_norm(z)
-        o = block.mlp(h_in)
-        v_next = z + block.mlp_post_norm(o)
-        seen = dict(attn_norm=v, attn_post_norm=a, mlp_norm=z, mlp=h_in, mlp_post_norm=o)
-    return v_next, pattern[0], seen
-
-
 def _capture_layers(model, v0):
     """Run the layers once, keeping what the factors are evaluated at.
 
-    Returns (per-layer list of (block, pattern [h, n, n], inputs dict), v^(L) [1, n, m]).
+    Returns (per-layer list of (block, `BlockOutput` on [1, n, m]), v^(L) [1, n, m]).
     """
     n = v0.shape[0]
     positions = jnp.arange(n, dtype=jnp.int32)[None]
-    options = dict(pos_vectors=model.score_positions(positions))  # None unless in the scores
+    pos_vectors = model.score_positions(positions)  # None unless positions enter the scores
     v = v0[None]  # [1, n, m]
     layers = []
     for block in model.blocks:
-        v_next, pattern, seen = _capture_block(block, v, positions, **options)
-        layers.append((block, pattern, seen))
-        v = v_next
+        out = block(v, positions, pos_vectors=pos_vectors)
+        layers.append((block, out))
+        v = out.resid_post
     return layers, v
 
 
-def _layer_factors(block, pattern, seen, op_norm: str, local: bool, dtype):
-    """One layer's factors of the bound (module docstring): (left a, post p, right r,
-    mixed S = sum_h c_h Lambda^(h) [n, n], diag M), the vectors [n]."""
+def _layer_factors(block, out, op_norm: str, local: bool, dtype):
+    """One layer's factors of the bound (module docstring) from its `BlockOutput`: (left a,
+    post p, right r, mixed S = sum_h c_h Lambda^(h) [n, n], diag M), the vectors [n].
+
+    Each sub-layer computes outer(x + post(f(pre(x)))), so its Jacobian's norm is bounded
+    by a(x) (I + p J_f r): for attention a = left, p = post, r = right per edge; for the
+    MLP (one position) M = a_m (1 + p_m sigma_psi r_m)."""
+    pattern = out.attn.pattern[0]  # [h, n, n]
     n = pattern.shape[-1]
     ones = jnp.ones((n,), dtype)
-    nf = {
-        name: _norm_factor(getattr(block, name), x, op_norm)
-        for name, x in seen.items()
-        if name != "mlp"
-    }
-    lip = _mlp_factor(block.mlp, seen["mlp"], op_norm, local)
-    if block.placement == "pre":
-        left, post, right = ones, ones, nf["attn_norm"]
-        diag = 1.0 + nf["mlp_norm"] * lip
-    elif block.placement == "post":
-        left, post, right = nf["attn_norm"], ones, ones
-        diag = nf["mlp_norm"] * (1.0 + lip)
-    else:  # sandwich
-        left, post, right = ones, nf["attn_post_norm"], nf["attn_norm"]
-        diag = 1.0 + nf["mlp_post_norm"] * lip * nf["mlp_norm"]
+    attn_layout, mlp_layout = block.layouts
+
+    def factors(layout):
+        return tuple(ones if name is None else _norm_factor(getattr(block, name),
+                                                            out.taps[name], op_norm)
+                     for name in (layout.pre, layout.post, layout.outer))
+
+    right, post, left = factors(attn_layout)
+    mlp_pre, mlp_post, mlp_outer = factors(mlp_layout)
+    lip = _mlp_factor(block.mlp, out.mlp_in, op_norm, local)
+    diag = mlp_outer * (1.0 + mlp_post * lip * mlp_pre)
     heads = head_constants(block.attn, op_norm).astype(dtype)  # [h]
     mixed = jnp.einsum("h,hqk->qk", heads, pattern.astype(dtype))  # [n, n] = S
     return left, post, right, mixed, diag
@@ -230,10 +203,7 @@ def _bound_row(model, layers, v_last, op_norm: str, local: bool):
     """Row n of c_3 D^(L-1) A^(L-1) ... D^(0) A^(0) (see the module docstring): [n]."""
     n = v_last.shape[1]
     dtype = v_last.dtype
-    factors = [
-        _layer_factors(block, pattern, seen, op_norm, local, dtype)
-        for block, pattern, seen in layers
-    ]
+    factors = [_layer_factors(block, out, op_norm, local, dtype) for block, out in layers]
     final = _norm_factor(model.final_norm, v_last[:, -1:], op_norm)[0]
     # Row n of the product, built from the output back: row <- row D^(l) A^(l).
     row = jnp.zeros((n,), dtype).at[-1].set(final)
@@ -277,8 +247,7 @@ def use_local_constants(model, constants: str) -> bool:
         ValueError: an unknown choice. NotImplementedError: "global" where no global bound
             exists (gated MLP, live LayerNorm / RMSNorm).
     """
-    if constants not in CONSTANTS:
-        raise ValueError(f"constants={constants!r} is not one of {', '.join(map(repr, CONSTANTS))}")
+    check_choice("constants", constants, CONSTANTS)
     reasons = _needs_local(model)
     if constants == "global" and reasons:
         raise NotImplementedError(
@@ -288,14 +257,15 @@ def use_local_constants(model, constants: str) -> bool:
     return constants == "local" or (constants == "auto" and bool(reasons))
 
 
+@shape_checked
 def path_bounds(
     model,
-    inputs,
+    inputs: Int[ArrayLike, "n"] | Float[ArrayLike, "n m"],
     *,
     norms: tuple[str, ...] = ("spectral",),
     constants: str = "auto",
     freeze_attention: bool = True,
-) -> dict[str, jax.Array]:
+) -> dict[str, Float[Array, "n"]]:
     """`path_bound` for several norms at once (one forward replay, one compilation).
 
     Returns:
@@ -305,8 +275,7 @@ def path_bounds(
     if not norms:
         raise ValueError("norms is empty")
     for norm in norms:
-        if norm not in BOUND_NORMS:
-            raise ValueError(f"norm={norm!r} is not one of {', '.join(map(repr, BOUND_NORMS))}")
+        check_choice("norm", norm, BOUND_NORMS)
     if freeze_attention is not True:
         raise ValueError(
             "path_bound bounds the frozen-attention Jacobian only (Theorem 5.1's assumption); "
@@ -318,20 +287,25 @@ def path_bounds(
     graphdef, state = nnx.split(model)
     kernel = pick_kernel(_BOUND, model, v0.shape[0], v0)
     rows, _ = kernel(graphdef, state, v0, op_norms=op_norms, local=local)
+    for op, row in zip(op_norms, rows):
+        check_result(model, row, f"the {op} path bound",
+                     overflow_hint="the bound is true but uninformative there; "
+                     "analysis.log_path_terms computes it in log space")
     by_op = dict(zip(op_norms, rows))
     # ||J||_F <= sqrt(rank J) ||J||_2 <= sqrt(d_model) ||J||_2.
     root_d = math.sqrt(model.config.d_model)
     return {nm: by_op["spectral"] * root_d if nm == "fro" else by_op[nm] for nm in norms}
 
 
+@shape_checked
 def path_bound(
     model,
-    inputs,
+    inputs: Int[ArrayLike, "n"] | Float[ArrayLike, "n m"],
     *,
     norm: str = "spectral",
     constants: str = "auto",
     freeze_attention: bool = True,
-) -> jax.Array:
+) -> Float[Array, "n"]:
     """Right-hand side of Theorem 5.1 (R7) for every input position i: a bound on
     ||d y_n / d v_i^(0)|| with frozen attention, from the captured attention patterns.
 

@@ -32,14 +32,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from analysis.bound import (
-    BOUND_NORMS,
-    _capture_block,
-    _layer_factors,
-    _norm_factor,
-    use_local_constants,
-)
-from analysis.jacobian import kernel_variants, pick_kernel, states_at_layer
+from analysis.bound import BOUND_NORMS, _layer_factors, _norm_factor, use_local_constants
+from analysis.kernels import kernel_variants, pick_kernel
+from analysis.validation import check_choice, check_result, states_at_layer
+from transformer.shapes import ArrayLike, Float, Int, shape_checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +76,7 @@ def _log_matvec(log_u, log_s):
 def _forward_layer(graphdef, state, v, pos_vectors):
     block = nnx.merge(graphdef, state)
     positions = jnp.arange(v.shape[1], dtype=jnp.int32)[None]
-    return _capture_block(block, v, positions, pos_vectors)[0]
+    return block(v, positions, pos_vectors=pos_vectors).resid_post
 
 
 def _backward_layer(graphdef, state, v, pos_vectors, log_bound, log_path, log_beta, *,
@@ -90,9 +86,9 @@ def _backward_layer(graphdef, state, v, pos_vectors, log_bound, log_path, log_be
     block = nnx.merge(graphdef, state)
     n = v.shape[1]
     positions = jnp.arange(n, dtype=jnp.int32)[None]
-    _, pattern, seen = _capture_block(block, v, positions, pos_vectors)  # [h, n, n]
-    left, post, right, mixed, diag = _layer_factors(block, pattern, seen, op_norm, local,
-                                                    v.dtype)
+    out = block(v, positions, pos_vectors=pos_vectors)
+    pattern = out.attn.pattern[0]  # [h, n, n]
+    left, post, right, mixed, diag = _layer_factors(block, out, op_norm, local, v.dtype)
     log_u = log_bound + _log(diag * left)
     log_bound = jnp.logaddexp(log_u, _log(right) + _log_matvec(log_u + _log(post), _log(mixed)))
     mean = pattern.mean(0).astype(v.dtype)  # Lambda-bar [n, n]
@@ -109,9 +105,10 @@ _FORWARD = kernel_variants(_forward_layer, ("graphdef",))
 _BACKWARD = kernel_variants(_backward_layer, ("graphdef", "op_norm", "local"))
 
 
+@shape_checked
 def log_path_terms(
     model,
-    inputs,
+    inputs: Int[ArrayLike, "n"] | Float[ArrayLike, "n m"],
     *,
     norm: str = "spectral",
     beta: float = 1.0,
@@ -131,8 +128,7 @@ def log_path_terms(
     Returns:
         `PathTerms`.
     """
-    if norm not in BOUND_NORMS:
-        raise ValueError(f"norm={norm!r} is not one of {', '.join(map(repr, BOUND_NORMS))}")
+    check_choice("norm", norm, BOUND_NORMS)
     if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta must be a positive finite number, got {beta!r}")
     local = use_local_constants(model, constants)
@@ -158,6 +154,10 @@ def log_path_terms(
                                               op_norm=op_norm, local=local)
         sinks.append(stats)
     sinks = jnp.asarray(sinks[::-1])  # [L, 3], layer order
+    for name, values in (("log path term", log_path), ("log path bound", log_bound),
+                         ("attention-sink masses", sinks)):
+        if bool(jnp.isnan(values).any()):  # -inf is a legitimate log(0); NaN never is
+            check_result(model, values, f"the {name}")
     if norm == "fro":
         log_bound = log_bound + 0.5 * math.log(model.config.d_model)
     return PathTerms(log_path=log_path, log_bound=log_bound, sink_mass=sinks[:, 0],

@@ -11,34 +11,31 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from analysis.jacobian import (
-    _auto_chunk,
-    _check_chunk,
-    _check_layer,
-    kernel_variants,
-    last_token_jacobian,
-    pick_kernel,
+from analysis.jacobian import last_token_jacobian
+from analysis.kernels import kernel_variants, pick_kernel
+from analysis.last_state import last_state
+from analysis.memory import MemoryPlan, auto_chunk, chunk_budget
+from analysis.runners import batched_map, run_columns, run_rows
+from analysis.trace_estimation import check_budget, hutchinson_norms, xtrace_norms
+from analysis.validation import (
+    check_choice,
+    check_chunk,
+    check_layer,
+    check_result,
     states_at_layer,
 )
-from analysis.reverse import (
-    batched_map,
-    even_chunk,
-    jvp_outputs,
-    last_state,
-    memory_plan,
-    vjp_rows,
-)
-from analysis.trace_estimation import check_budget, hutchinson_norms, xtrace_norms
+from transformer.shapes import Array, ArrayLike, Float, Int, shape_checked
 
 NORMS = ("fro", "spectral", "l1", "linf")
 
 
-def _check_norm(norm: str) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"norm={norm!r} is not one of {', '.join(map(repr, NORMS))}")
+def check_norm(norm: str) -> None:
+    """ValueError unless `norm` is one of NORMS."""
+    check_choice("norm", norm, NORMS)
 
 
-def block_norms(jacobian: jax.Array, norm: str) -> jax.Array:
+@shape_checked
+def block_norms(jacobian: Float[Array, "o n i"], norm: str) -> Float[Array, "n"]:
     """Per-position norms of the blocks of a last-token Jacobian.
 
     Args:
@@ -48,7 +45,7 @@ def block_norms(jacobian: jax.Array, norm: str) -> jax.Array:
     Returns:
         [n] norms.
     """
-    _check_norm(norm)
+    check_norm(norm)
     if jacobian.ndim != 3:
         raise ValueError(f"jacobian must have shape [d_out, n, d_in], got {jacobian.shape}")
     if norm == "fro":
@@ -61,9 +58,10 @@ def block_norms(jacobian: jax.Array, norm: str) -> jax.Array:
     return jnp.linalg.svd(blocks, compute_uv=False)[:, 0]
 
 
+@shape_checked
 def sensitivity_profile(
     model,
-    inputs,
+    inputs: Int[ArrayLike, "n"] | Float[ArrayLike, "n m"],
     *,
     norm: str = "fro",
     wrt_layer: int = 0,
@@ -71,7 +69,7 @@ def sensitivity_profile(
     chunk_size: int | None = None,
     query_block: int | str | None = "auto",
     remat: bool | None = None,
-) -> jax.Array:
+) -> Float[Array, "n"]:
     """||d y_n / d v_i^(wrt_layer)|| for every position i (R7, R11).
 
     "fro" and "linf" are reduced row by row as the VJPs produce them (memory O(d_out * n),
@@ -89,8 +87,8 @@ def sensitivity_profile(
     Returns:
         [n] sensitivities.
     """
-    _check_norm(norm)
-    _check_chunk(chunk_size)
+    check_norm(norm)
+    check_chunk(chunk_size)
     if norm in ("l1", "spectral"):
         jac = last_token_jacobian(
             model, inputs, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
@@ -98,14 +96,15 @@ def sensitivity_profile(
         )
         return block_norms(jac, norm)
     c = model.config
-    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
     v = states_at_layer(model, inputs, wrt_layer)
     eye = jnp.eye(c.d_model, dtype=v.dtype)  # row k of J_i is e_k^T J_i
-    rows = _run_rows(model, v, eye, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
-                     chunk_size=chunk_size, reduce="sq" if norm == "fro" else "abs",
-                     query_block=query_block, remat=remat)  # [d_out, n]
+    rows = run_rows(model, v, eye, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
+                    chunk_size=chunk_size, reduce="sq" if norm == "fro" else "abs",
+                    query_block=query_block, remat=remat)  # [d_out, n]
     # Frobenius^2 sums the rows' squares; the inf-norm is the largest row abs-sum.
-    return jnp.sqrt(rows.sum(0)) if norm == "fro" else rows.max(0)
+    profile = jnp.sqrt(rows.sum(0)) if norm == "fro" else rows.max(0)
+    return check_result(model, profile, "the sensitivity profile")
 
 
 def _layer_map_kernel(graphdef, state, v0, *, freeze_attention, chunk):
@@ -128,14 +127,15 @@ def _layer_map_kernel(graphdef, state, v0, *, freeze_attention, chunk):
 _LAYER_MAP = kernel_variants(_layer_map_kernel, ("graphdef", "freeze_attention", "chunk"))
 
 
+@shape_checked
 def layer_position_map(
     model,
-    inputs,
+    inputs: Int[ArrayLike, "n"] | Float[ArrayLike, "n m"],
     *,
     norm: str = "fro",
     freeze_attention: bool = False,
     chunk_size: int | None = None,
-) -> jax.Array:
+) -> Float[Array, "l n"]:
     """||d y_n / d v_i^(l)|| for every layer l = 0..L and position i (R7, R11).
 
     Cost: one linearisation and d_out VJPs through all layers (the same as one
@@ -153,84 +153,26 @@ def layer_position_map(
     Returns:
         [L+1, n] sensitivities, row l against v^(l).
     """
-    _check_norm(norm)
-    _check_chunk(chunk_size)
+    check_norm(norm)
+    check_chunk(chunk_size)
     c = model.config
     v0 = states_at_layer(model, inputs, 0)
     n = v0.shape[0]
-    chunk = chunk_size or _auto_chunk(model, n, c.n_layers + 1, c.d_model)
+    chunk = chunk_size or auto_chunk(model, n, c.n_layers + 1, c.d_model, MemoryPlan(),
+                                     chunk_budget())
     graphdef, state = nnx.split(model)
     jac = pick_kernel(_LAYER_MAP, model, n, v0)(
         graphdef, state, v0, freeze_attention=bool(freeze_attention),
         chunk=min(chunk, c.d_model),
     )
+    check_result(model, jac, "the layer-position Jacobians")
     return jnp.stack([block_norms(jac[:, layer], norm) for layer in range(c.n_layers + 1)])
 
 
-def _rows_kernel(graphdef, state, v, cotangents, *, wrt_layer, freeze_attention, chunk,
-                 reduce, plan):
-    model = nnx.merge(graphdef, state)
-    return vjp_rows(
-        model, v, cotangents, start_layer=wrt_layer, stop_layer=model.config.n_layers,
-        final_norm=True, freeze_attention=freeze_attention, chunk=chunk, reduce=reduce,
-        plan=plan,
-    )
-
-
-_ROWS = kernel_variants(
-    _rows_kernel, ("graphdef", "wrt_layer", "freeze_attention", "chunk", "reduce", "plan")
-)
-
-
-def _plan_and_chunk(model, v, count, wrt_layer, chunk_size, query_block, remat):
-    """The memory plan for v [n, d_model] through layers wrt_layer.. and the chunk (products
-    per compiled step) for `count` products: `chunk_size` or the automatic one, made even."""
-    n, depth = v.shape[0], model.config.n_layers - wrt_layer
-    plan = memory_plan(model, n, depth, query_block=query_block, remat=remat)
-    chunk = chunk_size or _auto_chunk(model, n, depth, count, plan)
-    return plan, even_chunk(min(chunk, count), count)
-
-
-def _run_rows(model, v, cotangents, *, wrt_layer, freeze_attention, chunk_size, reduce,
-              query_block, remat):
-    """Reduced VJP rows [R, n] of y_n against v^(wrt_layer) for cotangents [R, d_out]."""
-    plan, chunk = _plan_and_chunk(model, v, cotangents.shape[0], wrt_layer, chunk_size,
-                                  query_block, remat)
-    graphdef, state = nnx.split(model)
-    return pick_kernel(_ROWS, model, v.shape[0], v, cotangents, plan=plan)(
-        graphdef, state, v, cotangents, wrt_layer=wrt_layer,
-        freeze_attention=bool(freeze_attention), chunk=chunk, reduce=reduce, plan=plan,
-    )
-
-
-def _columns_kernel(graphdef, state, v, tangents, *, wrt_layer, freeze_attention, chunk, plan):
-    model = nnx.merge(graphdef, state)
-    return jvp_outputs(
-        model, v, tangents, start_layer=wrt_layer, stop_layer=model.config.n_layers,
-        final_norm=True, freeze_attention=freeze_attention, chunk=chunk, plan=plan,
-    )
-
-
-_COLUMNS = kernel_variants(
-    _columns_kernel, ("graphdef", "wrt_layer", "freeze_attention", "chunk", "plan")
-)
-
-
-def _run_columns(model, v, tangents, *, wrt_layer, freeze_attention, chunk_size, query_block,
-                 remat):
-    """J w [R, d_out] of y_n against v^(wrt_layer) for tangents [R, n, d_model] (JVPs)."""
-    plan, chunk = _plan_and_chunk(model, v, tangents.shape[0], wrt_layer, chunk_size,
-                                  query_block, remat)
-    graphdef, state = nnx.split(model)
-    return pick_kernel(_COLUMNS, model, v.shape[0], v, tangents, plan=plan)(
-        graphdef, state, v, tangents, wrt_layer=wrt_layer,
-        freeze_attention=bool(freeze_attention), chunk=chunk, plan=plan,
-    )
-
-
+@shape_checked
 def estimate_sensitivity(
     model,
-    inputs,
+    inputs: Int[ArrayLike, "n"] | Float[ArrayLike, "n m"],
     *,
     n_probes: int = 32,
     seed: int = 0,
@@ -241,7 +183,7 @@ def estimate_sensitivity(
     chunk_size: int | None = None,
     query_block: int | str | None = "auto",
     remat: bool | None = None,
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[Float[Array, "n"], Float[Array, "n"]]:
     """Estimate of ||d y_n / d v_i||_F^2 for every position i from random probes (R11).
 
     "hutchinson": for u ~ N(0, I_{d_out}), E ||u^T J_i||^2 = trace(J_i J_i^T) = ||J_i||_F^2,
@@ -266,22 +208,23 @@ def estimate_sensitivity(
     Returns:
         (estimate [n], standard error [n]).
     """
-    _check_chunk(chunk_size)
+    check_chunk(chunk_size)
     c = model.config
     count = check_budget(method, n_probes, c.d_model)
-    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
     v = states_at_layer(model, inputs, wrt_layer)
     probes = jax.random.normal(jax.random.key(seed), (count, c.d_model), v.dtype)
     switches = dict(wrt_layer=wrt_layer, freeze_attention=freeze_attention,
                     chunk_size=chunk_size, query_block=query_block, remat=remat)
     if method == "hutchinson":
-        mean, stderr = hutchinson_norms(_run_rows(model, v, probes, reduce="sq", **switches))
+        mean, stderr = hutchinson_norms(run_rows(model, v, probes, reduce="sq", **switches))
     else:
         mean, stderr = xtrace_norms(
-            lambda us: _run_rows(model, v, us, reduce="none", **switches),
-            lambda ws: _run_columns(model, v, ws, **switches),
+            lambda us: run_rows(model, v, us, reduce="none", **switches),
+            lambda ws: run_columns(model, v, ws, **switches),
             probes,
         )
+    check_result(model, mean, f"the {method} sensitivity estimate")
     if squared:
         return mean, stderr
     root = jnp.sqrt(mean)

@@ -10,7 +10,7 @@ functions of `analysis.jacobian` / `analysis.sensitivity` / `analysis.collapse` 
 float rounding (tests/test_sharding.py: 8 simulated CPU devices).
 
 Long contexts: the same memory switches as the one-device functions (`query_block`,
-`remat`; `analysis.reverse.MemoryPlan`) make each device's memory linear in n, and the
+`remat`; `analysis.memory.MemoryPlan`) make each device's memory linear in n, and the
 Frobenius / inf-norm profiles are reduced per cotangent, never holding the
 [d_out, n, d_model] Jacobian.
 
@@ -29,16 +29,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from analysis.jacobian import (
-    _auto_chunk,
-    _check_chunk,
-    _check_layer,
-    kernel_variants,
-    pick_kernel,
-    states_at_layer,
-)
-from analysis.reverse import memory_plan, vjp_rows
-from analysis.sensitivity import _check_norm, block_norms
+from analysis.kernels import kernel_variants, pick_kernel
+from analysis.memory import auto_chunk, chunk_budget, memory_plan
+from analysis.runners import vjp_rows
+from analysis.sensitivity import block_norms, check_norm
+from analysis.validation import check_chunk, check_layer, check_result, states_at_layer
 
 AXIS = "batch"
 
@@ -113,7 +108,8 @@ def _run_rows(model, v, cot, *, mesh, wrt_layer, stop, final_norm, freeze_attent
     cot = _pad_rows(cot, mesh.size)
     per_device = cot.shape[0] // mesh.size
     plan = memory_plan(model, n, stop - wrt_layer, query_block=query_block, remat=remat)
-    chunk = chunk_size or _auto_chunk(model, n, stop - wrt_layer, per_device, plan)
+    chunk = chunk_size or auto_chunk(model, n, stop - wrt_layer, per_device, plan,
+                                     chunk_budget())
     chunk = min(chunk, per_device)
     graphdef, state = nnx.split(model)
     state = jax.device_put(state, replicated(mesh))
@@ -153,10 +149,10 @@ def sharded_last_token_jacobian(
         [d_out, n, d_in], sharded over d_out.
     """
     c = model.config
-    _check_chunk(chunk_size)
-    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    check_chunk(chunk_size)
+    check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
     if of_layer is not None:
-        _check_layer("of_layer", of_layer, wrt_layer, c.n_layers)
+        check_layer("of_layer", of_layer, wrt_layer, c.n_layers)
     v = states_at_layer(model, inputs, wrt_layer)
     stop = c.n_layers if of_layer is None else of_layer
     eye = jnp.eye(c.d_model, dtype=v.dtype)  # one cotangent per output coordinate
@@ -193,10 +189,10 @@ def sharded_sensitivity_profile(
     Returns:
         [n] sensitivities.
     """
-    _check_norm(norm)
+    check_norm(norm)
     c = model.config
-    _check_chunk(chunk_size)
-    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    check_chunk(chunk_size)
+    check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
     if norm in ("l1", "spectral"):
         jac = sharded_last_token_jacobian(
             model, inputs, mesh=mesh, wrt_layer=wrt_layer, freeze_attention=freeze_attention,
@@ -244,8 +240,8 @@ def sharded_estimate_sensitivity(
     if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < 2:
         raise ValueError(f"n_probes must be an integer >= 2, got {n_probes!r}")
     c = model.config
-    _check_chunk(chunk_size)
-    _check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
+    check_chunk(chunk_size)
+    check_layer("wrt_layer", wrt_layer, 0, c.n_layers)
     v = states_at_layer(model, inputs, wrt_layer)
     probes = jax.random.normal(jax.random.key(seed), (n_probes, c.d_model), v.dtype)
     samples = _run_rows(model, v, probes, mesh=mesh, wrt_layer=wrt_layer, stop=c.n_layers,

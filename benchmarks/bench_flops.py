@@ -59,7 +59,7 @@ def layer_vjp_flops(c, n: int, queries: int, causal_blocks: int = 1) -> float:
 def jacobian_flops(c, n: int, d_out: int | None = None, causal_blocks: int = 1) -> dict:
     """FLOPs of `last_token_jacobian` (reverse mode, wrt_layer 0, to y_n): forward + d_out VJPs.
 
-    causal_blocks: the plan's causal query blocks (`analysis.reverse.memory_plan`): the
+    causal_blocks: the plan's causal query blocks (`analysis.memory.memory_plan`): the
     attention products of the layers before the last are counted over the pairs computed.
     Returns:
         {"forward", "per_vjp", "total"}.
@@ -88,8 +88,9 @@ def main(argv=None):
                         help="chunk sizes to try (0: automatic)")
     parser.add_argument("--matmul", type=int, default=2048)
     args = parser.parse_args(argv)
-    from analysis.jacobian import last_token_jacobian, states_at_layer
-    from analysis.reverse import memory_plan
+    from analysis.jacobian import last_token_jacobian
+    from analysis.memory import memory_plan
+    from analysis.validation import states_at_layer
     from benchmarks.bench_sweep import bench_config
     from transformer.model import Decoder
 

@@ -61,7 +61,7 @@ def main(argv=None):
     parser.add_argument("--memory-n", type=int, nargs="*", default=None,
                         help="n for the peak-memory points (default: --n)")
     args = parser.parse_args(argv)
-    from analysis.jacobian import states_at_layer
+    from analysis.validation import states_at_layer
     from analysis.sharding import (
         device_mesh,
         sharded_estimate_sensitivity,

@@ -9,7 +9,7 @@ Each measurement runs in a fresh subprocess and reports two numbers:
 
 Cases (benchmark model: 4 layers, d_model 256; the cotangent chunk is fixed, default 16):
 - jac-chunked:   full Jacobian [d_out, n, d_model] with the long-context plan (queries in
-  blocks of 256, layer-by-layer rematerialisation; `analysis.reverse.MemoryPlan`);
+  blocks of 256, layer-by-layer rematerialisation; `analysis.memory.MemoryPlan`);
 - jac-plain:     full Jacobian, the same chunk, whole-matrix attention, no remat (the
   quadratic baseline);
 - jac-unchunked: full Jacobian, all d_out cotangents in one vmap (chunk = d_out), plain;
@@ -57,7 +57,7 @@ def _setup(case: str, n: int, smoke: bool):
     import jax.numpy as jnp
     from flax import nnx
 
-    from analysis.jacobian import states_at_layer
+    from analysis.validation import states_at_layer
     from benchmarks.bench_sweep import bench_config
     from transformer.config import TransformerConfig
     from transformer.model import Decoder
@@ -81,9 +81,11 @@ def case_call(case: str, model, v0, chunk: int, smoke: bool):
     import jax.numpy as jnp
     from flax import nnx
 
-    from analysis.jacobian import _JACOBIAN, last_token_jacobian, pick_kernel
-    from analysis.reverse import MemoryPlan, memory_plan
-    from analysis.sensitivity import _ROWS, estimate_sensitivity, sensitivity_profile
+    from analysis.jacobian import _JACOBIAN, last_token_jacobian
+    from analysis.kernels import pick_kernel
+    from analysis.memory import MemoryPlan, memory_plan
+    from analysis.runners import ROWS as _ROWS
+    from analysis.sensitivity import estimate_sensitivity, sensitivity_profile
 
     c = model.config
     n = v0.shape[0]

@@ -106,7 +106,7 @@ def machine() -> dict:
 def _cpu_options():
     """The XLA options the analysis kernels compile with on this machine (plans without
     query blocks; None: none)."""
-    from analysis.jacobian import _CPU_OPTIONS, cpu_options_apply
+    from analysis.kernels import _CPU_OPTIONS, cpu_options_apply
 
     return _CPU_OPTIONS if cpu_options_apply() else None
 

@@ -1,5 +1,5 @@
-"""Test-suite set-up: float64 available everywhere (tests pass explicit dtypes); compiled
-programs released after each test module."""
+"""Test-suite set-up: float64 available everywhere (tests pass explicit dtypes); shape hints
+checked at run time; compiled programs released after each test module."""
 
 import gc
 import os
@@ -10,6 +10,9 @@ import pytest
 # Several tests compare against float64 references; x64 is process-global, so enable it once.
 jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The forward pass and the analysis functions check their jaxtyping shape hints at run time
+# (transformer.shapes); read when the packages are imported, which happens after this file.
+os.environ["TRANSFORMER_CHECK_SHAPES"] = "1"
 # Nothing may reach a model hub: transformers reads local files only (tiny models, GGUFs).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -93,3 +93,73 @@ def test_analysis_modules_stay_small():
     long = {p.name: n for p in (ROOT / "analysis").glob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_ANALYSIS_LINES}
     assert not long, long
+
+
+# ---- analysis in layers ------------------------------------------------------------------
+# Each analysis module imports only modules of strictly lower layers: the compiled runners
+# and their memory plan at the bottom, Jacobians, estimators and profiles above them.
+ANALYSIS_LAYERS = (
+    # 0: compiled-kernel variants, memory plans, and pure maths on arrays
+    ("kernels", "memory", "fitting", "softmax", "spectral", "pairs", "collapse_length",
+     "bound_report", "trace_estimation"),
+    # 1: the shared input/result checks; the one function every derivative differentiates
+    ("validation", "last_state"),
+    # 2: batched, chunked, compiled VJP/JVP runners
+    ("runners",),
+    # 3: quantities of a model: Jacobians, the path bound, collapse sweeps, counting
+    ("jacobian", "bound", "collapse", "counting", "synthetic_collapse"),
+    # 4: quantities built on those: sensitivity profiles and estimates, the log-space bound
+    ("sensitivity", "log_bound"),
+    # 5: the same spread over many devices
+    ("sharding",),
+)
+
+
+def test_analysis_modules_call_only_downward():
+    layer_of = {f"analysis.{name}": i
+                for i, names in enumerate(ANALYSIS_LAYERS) for name in names}
+    graph = _graph()
+    modules = sorted(m for m in graph if m.startswith("analysis.") and m != "analysis")
+    unplaced = [m for m in modules if m not in layer_of]
+    assert not unplaced, f"add these modules to ANALYSIS_LAYERS: {unplaced}"
+    upward = [
+        f"{mod} (layer {layer_of[mod]}) imports {dep} (layer {layer_of[dep]})"
+        for mod in modules for dep in graph[mod]
+        if dep in layer_of and layer_of[dep] >= layer_of[mod]
+    ]
+    assert not upward, upward
+
+
+# ---- the norm placement is decided in the model only ---------------------------------------
+NORM_PLACEMENTS = {"pre", "post", "sandwich"}
+
+
+def placement_branches(source: str) -> list[str]:
+    """Code that decides by the norm placement: a comparison with a placement name ("pre",
+    "post", "sandwich") or a read of the config's `norm_placement`. (Blocks no longer carry
+    a placement; synthetic_collapse's `Reading.placement` is where APE positions enter.)"""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "norm_placement":
+            found.append(f"line {node.lineno}: .{node.attr}")
+        if isinstance(node, ast.Compare):
+            for operand in (node.left, *node.comparators):
+                if isinstance(operand, ast.Constant) and operand.value in NORM_PLACEMENTS:
+                    found.append(f"line {node.lineno}: compares with {operand.value!r}")
+    return found
+
+
+def test_no_norm_placement_branch_in_analysis():
+    """analysis reads the block's taps and layouts (transformer.model.LAYOUTS); it never
+    decides for itself where the norms sit."""
+    found = {p.name: b for p in (ROOT / "analysis").glob("*.py")
+             if (b := placement_branches(p.read_text(encoding="utf-8")))}
+    assert not found, found
+
+
+def test_the_placement_detector_sees_branches():
+    """Guards the test above."""
+    assert placement_branches("if block.kind == 'pre':\n    pass\n")
+    assert placement_branches("x = c.norm_placement\n")
+    assert placement_branches("ok = 'sandwich' != kind\n")
+    assert not placement_branches("abs_pos_placement = 'scores'\nplace = placement.place\n")

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from analysis.bound import _BOUND, activation_lipschitz, path_bound, path_bounds
 from analysis.bound_report import bound_report, spearman
-from analysis.jacobian import last_token_jacobian, pick_kernel
+from analysis.jacobian import last_token_jacobian
+from analysis.kernels import pick_kernel
 from analysis.sensitivity import block_norms
 from tests.helpers import randomized
 from transformer import Decoder, TransformerConfig

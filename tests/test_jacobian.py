@@ -225,38 +225,40 @@ def test_optimised_kernels_and_their_cpu_options_give_the_same_jacobian(monkeypa
     Each variant against `jax.jacrev` of the plain forward pass (tiny models normally take
     the fast-compiling variant, so the threshold is lowered here)."""
     import analysis.jacobian as J
+    import analysis.kernels as K
+    from analysis.memory import MemoryPlan
 
     model = small_model(gated=True, activation="silu", norm="rmsnorm")
     tokens = jnp.array([2, 7, 1, 8, 2, 8, 1])
     ref = full_jacrev(model, model.embed(tokens))
-    monkeypatch.setattr(J, "_SMALL_WORK", 0)
+    monkeypatch.setattr(K, "_SMALL_WORK", 0)
     if jax.default_backend() != "cpu":
-        assert J.cpu_options_apply() is False  # CPU-only options
-    picked = J.pick_kernel(J._JACOBIAN, model, len(tokens))
-    assert picked is J._JACOBIAN[2 if J.cpu_options_apply() else 0]
+        assert K.cpu_options_apply() is False  # CPU-only options
+    picked = K.pick_kernel(J._JACOBIAN, model, len(tokens))
+    assert picked is J._JACOBIAN[2 if K.cpu_options_apply() else 0]
     np.testing.assert_allclose(last_token_jacobian(model, tokens), ref, rtol=0, atol=1e-12)
     # Query-blocked plans (measured slower with the options) take the plain variant.
-    blocked = J.MemoryPlan(query_block=4, remat=True)
-    assert J.pick_kernel(J._JACOBIAN, model, len(tokens), plan=blocked) is J._JACOBIAN[0]
+    blocked = MemoryPlan(query_block=4, remat=True)
+    assert K.pick_kernel(J._JACOBIAN, model, len(tokens), plan=blocked) is J._JACOBIAN[0]
     np.testing.assert_allclose(last_token_jacobian(model, tokens, query_block=4, remat=True),
                                ref, rtol=0, atol=1e-12)
     # Under the caller's own jit (nested jits take no compiler options): the plain kernel.
     v0 = model.embed(tokens)
     np.testing.assert_allclose(jax.jit(lambda v: last_token_jacobian(model, v))(v0), ref,
                                rtol=0, atol=1e-12)
-    monkeypatch.setattr(J, "_SMALL_WORK", 2e8)  # the fast-compiling variant's options too
+    monkeypatch.setattr(K, "_SMALL_WORK", 2e8)  # the fast-compiling variant's options too
     np.testing.assert_allclose(jax.jit(lambda v: last_token_jacobian(model, v))(v0), ref,
                                rtol=0, atol=1e-12)
-    monkeypatch.setattr(J, "_SMALL_WORK", 0)
+    monkeypatch.setattr(K, "_SMALL_WORK", 0)
 
-    monkeypatch.setattr(J, "_CPU_OPTIONS", {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH"})
-    J.cpu_options_apply.cache_clear()
+    monkeypatch.setattr(K, "_CPU_OPTIONS", {"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH"})
+    K.cpu_options_apply.cache_clear()
     try:
-        assert J.cpu_options_apply() is False  # rejected by XLA (or not on the CPU)
-        assert J.pick_kernel(J._JACOBIAN, model, len(tokens)) is J._JACOBIAN[0]
+        assert K.cpu_options_apply() is False  # rejected by XLA (or not on the CPU)
+        assert K.pick_kernel(J._JACOBIAN, model, len(tokens)) is J._JACOBIAN[0]
         np.testing.assert_allclose(last_token_jacobian(model, tokens), ref, rtol=0, atol=1e-12)
     finally:
-        J.cpu_options_apply.cache_clear()
+        K.cpu_options_apply.cache_clear()
 
 
 @pytest.mark.parametrize("bad, kind", [(np.nan, "NaN"), (np.inf, "inf"), (-np.inf, "inf")])

@@ -9,8 +9,10 @@ import pytest
 from flax import nnx
 
 from analysis.jacobian import last_token_jacobian
-from analysis.reverse import MemoryPlan, _after, memory_plan
-from analysis.sensitivity import _ROWS, estimate_sensitivity, sensitivity_profile
+from analysis.memory import MemoryPlan, memory_plan
+from analysis.runners import ROWS as _ROWS
+from analysis.runners import _after
+from analysis.sensitivity import estimate_sensitivity, sensitivity_profile
 from tests.test_jacobian import full_jacrev, small_model
 from transformer import Decoder, TransformerConfig
 

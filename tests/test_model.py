@@ -476,7 +476,7 @@ def test_query_blocks_attend_to_cached_context_like_whole_attention():
 )
 def test_causal_blocks_skip_masked_keys_without_changing_numbers_or_gradients(overrides):
     """Blocks of queries that attend only up to their own last key give the whole-matrix
-    layer outputs and VJPs (what analysis.reverse runs for n >= 128)."""
+    layer outputs and VJPs (what analysis.runners runs for n >= 128)."""
     model = make_model(seed=11, **{**F64, **overrides})
     tokens = jnp.stack([jnp.asarray(TOKENS), jnp.asarray(TOKENS[::-1])])  # [2, 11]
     v0 = model.embed(tokens)
@@ -485,7 +485,7 @@ def test_causal_blocks_skip_masked_keys_without_changing_numbers_or_gradients(ov
     @functools.partial(jax.jit, static_argnums=(1, 2))
     def run(v, blocks, freeze=False):
         for block in model.blocks:
-            v = block(v, positions, freeze_attention=freeze, causal_blocks=blocks)[0]
+            v = block(v, positions, freeze_attention=freeze, causal_blocks=blocks).resid_post
         return v
 
     # 4 blocks of 11 queries: 3, 3, 3, 2 (a ragged last block)
@@ -495,7 +495,7 @@ def test_causal_blocks_skip_masked_keys_without_changing_numbers_or_gradients(ov
         np.testing.assert_allclose(np.asarray(jax.grad(loss)(v0, 4)),
                                    np.asarray(jax.grad(loss)(v0, 1)), atol=1e-11, rtol=0)
     out = model.blocks[0](v0, positions, causal_blocks=2)
-    assert out[4] is None and out[5] is None  # no whole score matrix exists
+    assert out.attn.scores is None and out.attn.pattern is None  # no whole score matrix exists
 
 
 def test_causal_blocks_reject_what_they_cannot_do():

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from analysis.jacobian import last_token_jacobian, states_at_layer
-from analysis.reverse import MemoryPlan, jvp_outputs
+from analysis.jacobian import last_token_jacobian
+from analysis.memory import MemoryPlan
+from analysis.runners import jvp_outputs
+from analysis.validation import states_at_layer
 from analysis.sensitivity import estimate_sensitivity
 from analysis.trace_estimation import (
     check_budget,

@@ -20,6 +20,8 @@ import numpy as np
 from flax import nnx
 
 from transformer.config import TransformerConfig
+from transformer.outputs import AttentionOutput
+from transformer.shapes import Array, Bool, Float, Int, shape_checked
 
 
 def _normal(rngs: nnx.Rngs, shape, std: float, dtype) -> jax.Array:
@@ -54,7 +56,8 @@ class Norm(nnx.Module):
         else:
             self.bias = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    @shape_checked
+    def __call__(self, x: Float[Array, "*batch m"]) -> Float[Array, "*batch m"]:
         if self.kind == "none":
             return x
         if self.kind == "constant":
@@ -288,17 +291,19 @@ class Attention(nnx.Module):
             qk = apply_rope(qk, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
         return qk[:, :, :h], qk[:, :, h:], v
 
+    @shape_checked
     def __call__(
         self,
-        x: jax.Array,
-        positions: jax.Array,
-        context: tuple[jax.Array, jax.Array, jax.Array] | None = None,
+        x: Float[Array, "b t m"],
+        positions: Int[Array, "b t"],
+        context: tuple[Float[Array, "_ s g d"], Float[Array, "_ s g d"], Bool[Array, "b s"]]
+        | None = None,
         *,
         freeze_attention: bool = False,
         query_block: int | None = None,
         causal_blocks: int = 1,
-        pos_vectors: jax.Array | None = None,
-    ):
+        pos_vectors: Float[Array, "b t m"] | None = None,
+    ) -> AttentionOutput:
         """Attend from new tokens to cached context keys and to themselves.
 
         Args:
@@ -323,8 +328,8 @@ class Attention(nnx.Module):
                 Requires a causal config, no `context`, and positions increasing along t
                 (key j sits at positions[:, j]); scores and pattern are then None.
         Returns:
-            (out [b, t, m], new keys [b, t, g, d], new values [b, t, g, d],
-             scores [b, h, t, k] or None, pattern [b, h, t, k] or None) with k = s + t.
+            `AttentionOutput`: out [b, t, m], keys and values [b, t, g, d] of the new
+            tokens, scores and pattern [b, h, t, k] (k = s + t) or None (blocked queries).
         """
         dt, prec = self.config.compute_dtype, self.config.precision
         b, t, _ = x.shape
@@ -356,7 +361,7 @@ class Attention(nnx.Module):
         out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo[...].astype(dt), precision=prec)
         if self.bo is not None:
             out = out + self.bo[...].astype(dt)
-        return out, k_new, v_new, scores, pattern
+        return AttentionOutput(out=out, keys=k_new, values=v_new, scores=scores, pattern=pattern)
 
     def _attend(self, q, positions, keys, freeze_attention: bool):
         """Queries q [b, t, h, d] at positions [b, t] against keys = (k_all, v_all [b, k, g, d],
@@ -488,7 +493,8 @@ class MLP(nnx.Module):
         else:
             self.b_up = self.b_gate = self.b_down = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    @shape_checked
+    def __call__(self, x: Float[Array, "b t m"]) -> Float[Array, "b t m"]:
         """x: [b, t, m] -> [b, t, m]."""
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
         act = ACTIVATION_FNS[c.activation]

@@ -10,112 +10,133 @@ of `transformer.layers`.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx, struct
+from flax import nnx
 
 from transformer import placement
 from transformer.config import TransformerConfig
 from transformer.layers import MLP, Attention, Norm, _normal, sinusoidal_encoding
+from transformer.outputs import (
+    AttentionOutput,
+    BlockOutput,
+    ForwardResult,
+    Intermediates,
+    KVCache,
+)
+from transformer.shapes import Array, ArrayLike, Bool, Float, Int, shape_checked
+
+# Token ids and positions as callers give them: arrays or (nested) lists of ints.
+Tokens = Int[ArrayLike, "*b n"] | Sequence[int] | Sequence[Sequence[int]]
+Positions = Int[ArrayLike, "*b n"] | Sequence[int] | Sequence[Sequence[int]]
 
 
-@struct.dataclass
-class Intermediates:
-    """Captured activations, stacked over the layers that ran (L' = stop - start).
+@dataclasses.dataclass(frozen=True)
+class SublayerLayout:
+    """Where a sub-layer's norms sit, by the block attribute that holds each (None: none).
 
-    Shapes (batch axis b absent for unbatched input; k = keys seen, = n without a cache):
-        resid_pre:    [L', b, n, m]  v^(l), the input of each layer
-        resid_mid:    [L', b, n, m]  z^(l), after the attention sublayer
-        resid_post:   [L', b, n, m]  v^(l+1), the output of each layer
-        attn_scores:  [L', b, h, n, k] scaled, soft-capped, biased, masked pre-softmax scores
-        attn_pattern: [L', b, h, n, k] Lambda^(l), the softmax per head (accum dtype)
-        y:            [b, n, m]      final-normed states (= resid_post[-1] if stop_layer < L)
+    pre: normalises the sub-layer's input (x -> f(pre(x))); post: normalises its output
+    before the residual add (x + post(f(.))); outer: normalises the sum after the add
+    (outer(x + f(.))). The sub-layer computes outer(x + post(f(pre(x)))).
     """
 
-    resid_pre: jax.Array
-    resid_mid: jax.Array
-    resid_post: jax.Array
-    attn_scores: jax.Array
-    attn_pattern: jax.Array
-    y: jax.Array
+    pre: str | None = None
+    post: str | None = None
+    outer: str | None = None
+
+    def norms(self) -> tuple[str, ...]:
+        return tuple(name for name in (self.pre, self.post, self.outer) if name is not None)
 
 
-@struct.dataclass
-class ForwardResult:
-    """Output of `Decoder.forward_from_embeddings`.
-
-    y: [b, n, m] final-normed states (the residual v^(stop_layer) when stopping early);
-    logits: [b, n, v] or None when stopping early; intermediates: `Intermediates` or None;
-    new_keys / new_values: [L, b, n, g, d] keys and values of these tokens (for caching).
-    """
-
-    y: jax.Array
-    logits: jax.Array | None
-    intermediates: Intermediates | None = None
-    new_keys: jax.Array | None = None
-    new_values: jax.Array | None = None
-
-
-@struct.dataclass
-class KVCache:
-    """Key/value cache: slot j of every layer holds the key/value of position j.
-
-    keys, values: [L, b, capacity, g, d]; length: [b] int32 number of filled slots.
-    """
-
-    keys: jax.Array
-    values: jax.Array
-    length: jax.Array
-
-    @property
-    def capacity(self) -> int:
-        return self.keys.shape[2]
+# The one place each norm placement is decided: (attention layout, MLP layout).
+#   pre (the paper's Pre-LN):  z = v + Attn(norm1(v));          v' = z + MLP(norm2(z))
+#   post (original):           z = norm1(v + Attn(v));          v' = norm2(z + MLP(z))
+#   sandwich (Gemma 2/3):      z = v + norm1'(Attn(norm1(v)));  v' = z + norm2'(MLP(norm2(z)))
+LAYOUTS: dict[str, tuple[SublayerLayout, SublayerLayout]] = {
+    "pre": (SublayerLayout(pre="attn_norm"), SublayerLayout(pre="mlp_norm")),
+    "post": (SublayerLayout(outer="attn_norm"), SublayerLayout(outer="mlp_norm")),
+    "sandwich": (
+        SublayerLayout(pre="attn_norm", post="attn_post_norm"),
+        SublayerLayout(pre="mlp_norm", post="mlp_post_norm"),
+    ),
+}
 
 
 class Block(nnx.Module):
-    """One decoder layer: attention and MLP sublayers with residuals and norms."""
+    """One decoder layer: attention and MLP sub-layers with residuals and norms placed as
+    `LAYOUTS[config.norm_placement]` says (the only place the placement is read)."""
 
     def __init__(self, config: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
-        self.placement = config.norm_placement
+        self.attn_layout, self.mlp_layout = LAYOUTS[config.norm_placement]
         self.attn = Attention(config, layer, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
         self.attn_norm = Norm(config, rngs=rngs)
         self.mlp_norm = Norm(config, rngs=rngs)
-        if self.placement == "sandwich":
-            self.attn_post_norm = Norm(config, rngs=rngs)
-            self.mlp_post_norm = Norm(config, rngs=rngs)
-        else:
-            self.attn_post_norm = self.mlp_post_norm = None
+        sandwich = "attn_post_norm" in self.attn_layout.norms()
+        self.attn_post_norm = Norm(config, rngs=rngs) if sandwich else None
+        self.mlp_post_norm = Norm(config, rngs=rngs) if sandwich else None
 
+    @property
+    def layouts(self) -> tuple[SublayerLayout, SublayerLayout]:
+        """(attention layout, MLP layout): where each norm of this block sits."""
+        return self.attn_layout, self.mlp_layout
+
+    def attn_input(self, v: jax.Array) -> jax.Array:
+        """What the attention sub-layer is applied to for residual states v [..., m] (its
+        input norm's output, or v): the keys and values of a context come from it."""
+        pre = self.attn_layout.pre
+        return v if pre is None else getattr(self, pre)(v)
+
+    def _sublayer(self, layout: SublayerLayout, x, apply, taps: dict):
+        """outer(x + post(apply(pre(x)))), recording each norm's input in `taps`.
+        Returns (result, what `apply` was applied to, what `apply` returned)."""
+
+        def norm(name, h):
+            if name is None:
+                return h
+            taps[name] = h
+            return getattr(self, name)(h)
+
+        inner = norm(layout.pre, x)
+        result = apply(inner)
+        out = result.out if isinstance(result, AttentionOutput) else result
+        return norm(layout.outer, x + norm(layout.post, out)), inner, result
+
+    @shape_checked
     def __call__(
-        self, v, positions, context=None, *, freeze_attention=False, query_block=None,
-        causal_blocks=1, pos_vectors=None,
-    ):
-        """v: [b, t, m] -> (v_next [b, t, m], z [b, t, m], keys, values, scores, pattern).
+        self,
+        v: Float[Array, "b t m"],
+        positions: Int[Array, "b t"],
+        context: tuple[Float[Array, "_ s g d"], Float[Array, "_ s g d"], Bool[Array, "b s"]]
+        | None = None,
+        *,
+        freeze_attention: bool = False,
+        query_block: int | None = None,
+        causal_blocks: int = 1,
+        pos_vectors: Float[Array, "b t m"] | None = None,
+    ) -> BlockOutput:
+        """v^(l) [b, t, m] -> `BlockOutput` (v^(l+1), z^(l), the attention's results and
+        the input every piece saw).
 
-        query_block, causal_blocks, pos_vectors: see `Attention.__call__` (scores and
-        pattern are None when either of the first two applies).
+        query_block, causal_blocks, pos_vectors: see `Attention.__call__` (the attention's
+        scores and pattern are None when either of the first two applies).
         """
-        options = dict(
-            freeze_attention=freeze_attention, query_block=query_block,
-            causal_blocks=causal_blocks, pos_vectors=pos_vectors,
-        )
-        if self.placement == "pre":
-            a, k, val, scores, pattern = self.attn(self.attn_norm(v), positions, context, **options)
-            z = v + a
-            v_next = z + self.mlp(self.mlp_norm(z))
-        elif self.placement == "post":
-            a, k, val, scores, pattern = self.attn(v, positions, context, **options)
-            z = self.attn_norm(v + a)
-            v_next = self.mlp_norm(z + self.mlp(z))
-        else:  # sandwich
-            a, k, val, scores, pattern = self.attn(self.attn_norm(v), positions, context, **options)
-            z = v + self.attn_post_norm(a)
-            v_next = z + self.mlp_post_norm(self.mlp(self.mlp_norm(z)))
-        return v_next, z, k, val, scores, pattern
+        taps: dict[str, jax.Array] = {}
+
+        def attend(h):
+            return self.attn(h, positions, context, freeze_attention=freeze_attention,
+                             query_block=query_block, causal_blocks=causal_blocks,
+                             pos_vectors=pos_vectors)
+
+        z, attn_in, attn = self._sublayer(self.attn_layout, v, attend, taps)
+        v_next, mlp_in, _ = self._sublayer(self.mlp_layout, z, self.mlp, taps)
+        return BlockOutput(resid_post=v_next, resid_mid=z, attn=attn, attn_in=attn_in,
+                           mlp_in=mlp_in, taps=taps)
 
 
 def _is_concrete(x) -> bool:
@@ -184,7 +205,13 @@ class Decoder(nnx.Module):
                     "positional embedding"
                 )
 
-    def _default_positions(self, batch: int, n: int, offset: int = 0) -> jax.Array:
+    def default_positions(self, batch: int, n: int, offset: int = 0) -> jax.Array:
+        """Positions offset..offset+n-1 for each of `batch` rows, [batch, n] int32.
+
+        Raises:
+            ValueError: a learned positional table (either placement) has fewer than
+                offset + n rows.
+        """
         if self.config.pos_encoding == "learned" and offset + n > self.config.max_len:
             raise ValueError(
                 f"sequence length {offset + n} exceeds max_len={self.config.max_len} of the "
@@ -194,7 +221,8 @@ class Decoder(nnx.Module):
 
     # ---- pieces of the forward pass -----------------------------------------------------
 
-    def embed(self, tokens, positions=None) -> jax.Array:
+    @shape_checked
+    def embed(self, tokens: Tokens, positions: Positions | None = None) -> Float[Array, "*b n m"]:
         """v^(0): token embeddings (times `embedding_scale`) plus absolute positions where
         they enter the residual stream (abs_pos_placement="residual").
 
@@ -214,7 +242,7 @@ class Decoder(nnx.Module):
     def _batch_positions(self, positions, shape) -> jax.Array:
         b, n = shape
         if positions is None:
-            return self._default_positions(b, n)
+            return self.default_positions(b, n)
         positions = jnp.asarray(positions)
         if not jnp.issubdtype(positions.dtype, jnp.integer):
             raise ValueError(f"positions must be integers, got dtype {positions.dtype}")
@@ -251,7 +279,8 @@ class Decoder(nnx.Module):
         self._check_positions(positions)
         return self._position_vectors(positions)
 
-    def unembed(self, y: jax.Array) -> jax.Array:
+    @shape_checked
+    def unembed(self, y: Float[Array, "*batch m"]) -> Float[Array, "*batch v"]:
         """Logits from final-normed states: y [..., m] -> [..., v]."""
         c, dt, prec = self.config, self.config.compute_dtype, self.config.precision
         if self.unembedding is None:
@@ -269,15 +298,16 @@ class Decoder(nnx.Module):
 
     # ---- the forward pass ------------------------------------------------------------------
 
+    @shape_checked
     def forward_from_embeddings(
         self,
-        v0,
+        v0: Float[ArrayLike, "*b n m"],
         *,
         capture: bool = False,
         freeze_attention: bool = False,
         start_layer: int = 0,
         stop_layer: int | None = None,
-        positions=None,
+        positions: Positions | None = None,
         context: tuple[Any, Any, Any] | None = None,
         query_block: int | None = None,
     ) -> ForwardResult:
@@ -338,15 +368,16 @@ class Decoder(nnx.Module):
             layer_context = None
             if context is not None:
                 layer_context = (context[0][layer], context[1][layer], context[2])
-            v_next, z, k, val, scores, pattern = self.blocks[layer](
+            out = self.blocks[layer](
                 v, pos, layer_context, freeze_attention=freeze_attention, query_block=query_block,
                 pos_vectors=pos_vectors,
             )
-            keys.append(k)
-            values.append(val)
+            keys.append(out.attn.keys)
+            values.append(out.attn.values)
             if capture:
-                layers.append((v, z, v_next, scores, pattern))
-            v = v_next
+                layers.append((v, out.resid_mid, out.resid_post, out.attn.scores,
+                               out.attn.pattern))
+            v = out.resid_post
 
         if stop == c.n_layers:
             y = self.final_norm(v) if self.final_norm is not None else v
@@ -369,7 +400,10 @@ class Decoder(nnx.Module):
             new_values=jnp.stack(values) if values else None,
         )
 
-    def __call__(self, tokens, *, capture: bool = False, freeze_attention: bool = False):
+    @shape_checked
+    def __call__(
+        self, tokens: Tokens, *, capture: bool = False, freeze_attention: bool = False
+    ) -> Float[Array, "*b n v"] | tuple[Float[Array, "*b n v"], Intermediates]:
         """Logits [n, v] or [b, n, v]; with capture=True, (logits, Intermediates)."""
         tokens = self._check_tokens(tokens)
         out = self.forward_from_embeddings(
