@@ -52,7 +52,8 @@ from analysis.pairs import (  # noqa: F401  (re-exported)
     separated_digits,
 )
 from transformer.config import DTYPES
-from transformer.model import Decoder, with_precision
+from transformer.model import Decoder
+from transformer.rebuild import rebuild
 
 # Incremented inside the traced functions below, so each count is a number of traces,
 # i.e. of XLA compilations (a jit cache hit does not trace). Tests read it to show that a
@@ -249,7 +250,7 @@ def collapse_sweep(
     sharing a prefix is exact only when later tokens are invisible to earlier ones.
 
     Args:
-        model: a causal decoder (not modified; each format is `with_precision` of it).
+        model: a causal decoder (not modified; each format is `rebuild` of it).
         family: which pairs (`PairFamily`).
         lengths: run lengths n (each >= family.min_n).
         dtypes: format names ("float64" needs jax_enable_x64); parameters are cast too.
@@ -303,7 +304,7 @@ def collapse_sweep(
 
     per_dtype_a, per_dtype_b = [], []
     for dtype in dtypes:
-        m = with_precision(model, **_precision_kwargs(dtype, softmax_dtype))
+        m = rebuild(model, **_precision_kwargs(dtype, softmax_dtype))
         graphdef, state = nnx.split(m)
         state = place(state, "rep")
         cache = place(_prefill(graphdef, state, jnp.asarray(filled)[None], capacity), "rep")
@@ -357,7 +358,7 @@ def collapse_sweep_slow(
         width = min(width, model.config.max_len)
     states, states_star = [], []
     for dtype in dtypes:
-        m = with_precision(model, **_precision_kwargs(dtype, softmax_dtype))
+        m = rebuild(model, **_precision_kwargs(dtype, softmax_dtype))
         graphdef, state = nnx.split(m)
         got_a, got_b = [], []
         for a, b in pairs:

@@ -315,7 +315,7 @@ def load_llm(path: str | os.PathLike | None = None) -> LLM:
         path: a checkpoint directory or .gguf file, or None for `bundled_model_path()`.
     Returns:
         `LLM` (float32 weights as stored after dequantisation; other formats are made with
-        `transformer.model.with_precision` from the same weights).
+        `transformer.rebuild` from the same weights).
     Raises:
         ValueError: no such path, or a checkpoint `load_pretrained` cannot read.
     """

@@ -34,7 +34,8 @@ from flax import nnx
 
 from analysis.collapse import CollapseSweep
 from transformer.config import DTYPES
-from transformer.model import Decoder, with_precision
+from transformer.model import Decoder
+from transformer.rebuild import rebuild
 
 PREFILL_CHUNK = 256  # tokens per prefill call: attention scores [h, 256, capacity + 256]
 BRANCH_BATCH = 32  # branches per compiled call
@@ -168,7 +169,7 @@ def pair_sweep(
     """States and per-head outputs of every pair in every format (see the module docstring).
 
     Args:
-        model: a causal decoder (not modified; each format is `with_precision` of it, with
+        model: a causal decoder (not modified; each format is `rebuild` of it, with
             parameters, compute and softmax in that format, as `analysis.collapse_sweep`).
         pairs: one (s_n, s*_n) of token ids per length; lengths: the n they stand for.
         dtypes: format names ("float64" needs jax_enable_x64).
@@ -201,7 +202,7 @@ def pair_sweep(
                                       for x in (tokens, points, ia, ib))
     states, heads = [], []
     for dtype in dtypes:
-        m = with_precision(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
+        m = rebuild(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
         graphdef, state = nnx.split(m)
         cache = _prefill_first(graphdef, state, jnp.asarray(filled[None, :chunk]), capacity)
         for c0 in range(chunk, capacity, chunk):

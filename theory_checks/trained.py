@@ -31,7 +31,8 @@ from flax import nnx
 from analysis.collapse import CollapseSweep
 from training.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
 from transformer.config import DTYPES, TransformerConfig
-from transformer.model import Decoder, with_precision
+from transformer.model import Decoder
+from transformer.rebuild import rebuild
 from training.tasks import COUNT_0, VOCAB_SIZE, TaskSpec, make_batch, sequence_length
 from training.train import TrainSpec, train
 
@@ -160,7 +161,7 @@ def in_format(model: Decoder, dtype: str) -> Decoder:
     plain low-precision model of R6)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {DTYPES}")
-    return with_precision(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
+    return rebuild(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-from flax import nnx
 
 from analysis.sensitivity import estimate_sensitivity
 from theory_checks import llm as L
@@ -34,6 +33,7 @@ from theory_checks.context import Profile, RunContext
 from theory_checks.plotting import save
 from theory_checks.result import CheckResult, verdict_from
 from transformer.model import Decoder
+from transformer.rebuild import rebuild
 
 ID, TITLE, PAPER_REF = (
     "R12b",
@@ -55,21 +55,13 @@ def layer_windows(model: Decoder) -> list[int | None]:
     return [c.layer_window(i) for i in range(c.n_layers)]
 
 
-def same_weights(model: Decoder, **changes) -> Decoder:
-    """A decoder with config fields changed and the same parameters (not copied)."""
-    config = model.config.replace(**changes)
-    target = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
-    nnx.update(target, nnx.state(model, nnx.Param))
-    return target
-
-
 def global_variants(model: Decoder) -> dict[str, Decoder]:
     """'windows widened' and, when it differs, 'window=None' (see the module docstring)."""
     wide = tuple(None if w is None else WIDE for w in layer_windows(model))
-    out = {"windows widened": same_weights(model, window=wide)}
+    out = {"windows widened": rebuild(model, window=wide)}
     c = model.config
     if c.rope_theta_local is not None and c.rope_theta_local != c.rope_theta:
-        out["window=None"] = same_weights(model, window=None)
+        out["window=None"] = rebuild(model, window=None)
     return out
 
 

@@ -10,7 +10,7 @@ from theory_checks.checks._models import describe, random_model
 from theory_checks.context import Profile, RunContext
 from theory_checks.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
-from transformer import with_precision
+from transformer import rebuild
 
 ID, TITLE, PAPER_REF = "R5", "Counting is impossible on collapsed pairs", "Corollary B.10"
 
@@ -46,7 +46,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         i = sweep.index(dtype)
         y, y_star = sweep.states[i, :, -1], sweep.states_star[i, :, -1]  # [N, m] (float64 copies)
         identical = (y == y_star).all(-1)
-        low = with_precision(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
+        low = rebuild(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
         # float64 copies of dtype values convert back exactly.
         answer = np.asarray(jnp.argmax(low.unembed(jnp.asarray(y, dtype)), -1))
         answer_star = np.asarray(jnp.argmax(low.unembed(jnp.asarray(y_star, dtype)), -1))
