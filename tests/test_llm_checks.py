@@ -23,6 +23,7 @@ from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
 from theory_checks.reproduction import PAPER_VALUES, within_factor
 from theory_checks.runner import run_check
+from transformer.generate import greedy_batch
 
 LLM_PROFILE = Profile("llm")
 FIELDS = ("id", "title", "paper_ref", "claim", "criterion", "setup", "key_number", "model")
@@ -289,9 +290,9 @@ def test_bad_inputs(llm, tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         L.load_llm(tmp_path / "missing")
     with pytest.raises(ValueError, match="non-empty"):
-        L.greedy_batch(llm.model, [[1, 2], []], 2)
+        greedy_batch(llm.model, [[1, 2], []], 2)
     with pytest.raises(ValueError, match="n_new"):
-        L.greedy_batch(llm.model, [[1, 2]], 0)
+        greedy_batch(llm.model, [[1, 2]], 0)
     with pytest.raises(ValueError, match="not a single token"):
         llm.single_id("Hello world")
     with pytest.raises(ValueError, match="vocab_size"):
@@ -312,7 +313,7 @@ def test_pair_sweep_matches_full_forwards_and_the_attention_sublayer():
     prefix of the trunk (branch point capped), and s* ending the trunk."""
     from analysis.collapse import PairFamily, SequenceFamily
     from tests.helpers import make_model
-    from theory_checks.llm_sweep import pair_sweep
+    from analysis.pair_sweep import pair_sweep
 
     model = make_model(seed=3, dtype="float64", param_dtype="float64", softmax_dtype="float64",
                        pos_encoding="rope", n_heads=4, n_kv_heads=2, window=(None, 6))

@@ -41,13 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from theory_checks.llm_sweep import PairSweep, pair_sweep, sweep_lengths
+from analysis.pair_sweep import PairSweep, pair_sweep, sweep_lengths
 from theory_checks.reproduction import FIG5_LENGTHS
-from transformer.model import Decoder, KVCache
+from transformer.model import Decoder
 
 # ---- which models ---------------------------------------------------------------------
 
@@ -484,7 +482,7 @@ def figure5_sweep(
     model: Decoder | None = None,
     variant: str = "as loaded",
 ) -> tuple[PairSweep, list[int]]:
-    """One Figure 5 panel's pairs swept in every format (`llm_sweep.pair_sweep`), memoised
+    """One Figure 5 panel's pairs swept in every format (`analysis.pair_sweep`), memoised
     per (model, variant, panel, lengths, format), so checks reading the same pairs (R4's
     panel (a) is R6's and R12b's data) share one prefill per format.
 
@@ -551,91 +549,3 @@ def figure_name(llm: LLM, stem: str) -> str:
     """A figure file name unique per model: llm_<model>_<stem>.png."""
     slug = re.sub(r"[^a-z0-9]+", "-", llm.name.lower()).strip("-")
     return f"llm_{slug}_{stem}.png"
-
-
-# ---- batched greedy generation ----------------------------------------------------------
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _prefill_chunk(graphdef, state, tokens, cache, pick):
-    """tokens [b, C] appended to the cache -> (argmax ids [b] at chunk index pick [b],
-    cache). Only the picked positions are unembedded (a 262k vocabulary costs more than the
-    whole body otherwise)."""
-    model = nnx.merge(graphdef, state)
-    out, cache = model.decode(tokens, cache)
-    y = out.y[jnp.arange(tokens.shape[0]), pick]  # [b, m]
-    return jnp.argmax(model.unembed(y), axis=-1).astype(jnp.int32), cache
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _greedy_step(graphdef, state, token, cache):
-    """token [b] -> (next ids [b], cache)."""
-    out, cache = nnx.merge(graphdef, state).decode(token[:, None], cache)
-    return jnp.argmax(out.logits[:, -1], axis=-1).astype(jnp.int32), cache
-
-
-def greedy_batch(
-    model: Decoder,
-    prompts: Sequence[Sequence[int]],
-    n_new: int,
-    *,
-    batch_size: int = 8,
-    chunk: int = 32,
-) -> list[list[int]]:
-    """Greedy continuations of prompts of different lengths, with two compilations in all.
-
-    Prompts are sorted by length and run `batch_size` at a time; each batch is prefilled in
-    right-padded chunks of `chunk` tokens, then every row's cache length is reset to its
-    own prompt length, so the padding slots are overwritten before any query can see them
-    (the cache mask hides slots >= length). Shapes are the same for every batch: one
-    compiled prefill chunk and one compiled step serve the whole call.
-
-    Args:
-        model: the decoder.
-        prompts: token-id lists (each non-empty).
-        n_new: tokens to generate per prompt (>= 1).
-        batch_size, chunk: rows per batch and prefill chunk width.
-    Returns:
-        One list of n_new generated ids per prompt, in the order given.
-    """
-    prompts = [list(map(int, p)) for p in prompts]
-    if not prompts or any(not p for p in prompts):
-        raise ValueError("prompts must be a non-empty list of non-empty id lists")
-    if not isinstance(n_new, int) or n_new < 1:
-        raise ValueError(f"n_new must be an integer >= 1, got {n_new!r}")
-    longest = max(map(len, prompts))
-    width = -(-longest // chunk) * chunk
-    capacity = width + n_new
-    if model.config.pos_encoding == "learned" and capacity > model.config.max_len:
-        raise ValueError(f"prompts plus {n_new} new tokens exceed max_len={model.config.max_len}")
-    graphdef, state = nnx.split(model)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: dict[int, list[int]] = {}
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        rows_p = rows + [rows[-1]] * (batch_size - len(rows))  # pad the batch by repetition
-        lens = np.array([len(prompts[i]) for i in rows_p])
-        w = -(-int(lens.max()) // chunk) * chunk
-        grid = np.zeros((batch_size, w), np.int32)
-        for r, i in enumerate(rows_p):
-            grid[r, : lens[r]] = prompts[i]
-            grid[r, lens[r] :] = prompts[i][-1]  # padding: overwritten, never seen
-        cache = model.init_cache(batch_size, capacity)
-        first = np.zeros(batch_size, np.int32)
-        for c0 in range(0, w, chunk):
-            pick = np.clip(lens - 1 - c0, 0, chunk - 1)
-            ids, cache = _prefill_chunk(
-                graphdef, state, jnp.asarray(grid[:, c0 : c0 + chunk]), cache, jnp.asarray(pick)
-            )
-            here = (lens - 1 >= c0) & (lens - 1 < c0 + chunk)
-            first[here] = np.asarray(ids)[here]
-        cache = KVCache(keys=cache.keys, values=cache.values, length=jnp.asarray(lens, jnp.int32))
-        token = jnp.asarray(first)
-        out = [first]
-        for _ in range(n_new - 1):
-            token, cache = _greedy_step(graphdef, state, token, cache)
-            out.append(np.asarray(token))
-        gen = np.stack(out, axis=1)
-        for r, i in enumerate(rows):
-            results[i] = [int(t) for t in gen[r]]
-    return [results[i] for i in range(len(prompts))]

@@ -4,7 +4,7 @@ representational collapse of a run of ones, and of uniform digits ending in one 
 (a) "How many ones are in the following sequences?" then n vs n + 1 copies of the token "1";
 (b) the same question then k digits drawn uniformly from 0-9 (fixed seed) ending in a single
 "1", vs the same with a second "1". Figure 5's lengths 1, 2, 6, 11, 51, 101, 501, 1001, 2001
-plus a geometric grid, all branched off one prefill per format (`theory_checks.llm_sweep`).
+plus a geometric grid, all branched off one prefill per format (`analysis.pair_sweep`).
 Pairs are built from token ids, so s_n and s*_n differ by exactly one repeated token. The
 prompt is plain text (a document, no chat turn), as in the paper's figure.
 
@@ -189,7 +189,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"digits (seed {ctx.seed}) cut at {len(ks)} lengths k (adjacent k cannot both end in a "
         f"single one). Same weights in {', '.join(DTYPES_A)} (parameters cast; (b) in "
         f"{', '.join(DTYPES_B)}); one prefill per format, every length branched off it "
-        "(theory_checks.llm_sweep).",
+        "(analysis.pair_sweep).",
         figures=figures,
         seeds=(ctx.seed,),
         dtypes=DTYPES_A,

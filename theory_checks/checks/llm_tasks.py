@@ -28,6 +28,7 @@ from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
 from theory_checks.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
+from transformer.generate import greedy_batch
 
 ID, TITLE, PAPER_REF = "R5", "Counting and copying accuracy of a real LLM", "Figures 2-3"
 
@@ -81,7 +82,7 @@ def task_prompts(llm: L.LLM, lengths) -> list[dict]:
 
 def generate(llm: L.LLM, prompts: list[dict]) -> list[str]:
     """The decoded greedy continuation (N_NEW tokens) of every prompt."""
-    generated = L.greedy_batch(llm.model, [p["ids"] for p in prompts], N_NEW)
+    generated = greedy_batch(llm.model, [p["ids"] for p in prompts], N_NEW)
     return [llm.decode(g) for g in generated]
 
 
@@ -169,7 +170,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         setup=f"{L.describe_model(llm)}; float32; prompts {llm.prompt_style}, the paper's "
         f"wording; {len(prompts)} prompts ({len(TASKS)} tasks x {len(lengths)} lengths), "
         f"{N_NEW} greedy tokens each, batched through the KV cache "
-        "(theory_checks.llm.greedy_batch).",
+        "(transformer.generate.greedy_batch).",
         figures=(rel,),
         seeds=(ctx.seed,),
         dtypes=("float32",),

@@ -1,6 +1,6 @@
-"""The `llm` profile's pair sweeps (R4, R6, R12, the Figure 5 experiments): one prefill per
-model, prompt and float format, every length branched off it, and two readings of each
-pair from that one pass.
+"""Sweeps of arbitrary token-id pairs (s_n, s*_n), as the `llm` profile's Figure 5
+experiments need (R4, R6, R12): one prefill per model, prompt and float format, every length
+branched off it, and two readings of each pair from that one pass.
 
 Readings of the last token of s_n and of s*_n:
 - the states of every level (resid_post of each layer, then the final-normed y), as
@@ -13,27 +13,27 @@ Readings of the last token of s_n and of s*_n:
   16 heads of 256, so its final state has no head-sized chunks: the per-head attention
   outputs are the reading that exists for its model. Documented in docs/results.md.)
 
-The sweep uses only the public `Decoder` API: the longest pair sequence is prefilled in
-chunks (`Decoder.decode`), then every length continues from its own branch point
-(`Decoder.branch`, exact thanks to the causal mask), in batches of a fixed size, so the
-compilations do not depend on the number of lengths. `analysis.collapse_sweep` computes the
-same states by its own plan; tests compare the two, and the per-head outputs against the
-attention sublayer's output (sum_h o_h W_O[h] = resid_mid - resid_pre in a Pre-LN layer).
+The longest pair sequence is prefilled in chunks (`transformer.generate.prefill`), then every
+length continues from its own branch point (`Decoder.branch`, exact thanks to the causal
+mask; `analysis.collapse.branch_readings`, the compiled step `collapse_sweep` uses too), in
+batches of a fixed size, so the compilations do not depend on the number of lengths.
+`analysis.collapse_sweep` computes the same states from a `PairFamily`'s own plan; tests
+compare the two, and the per-head outputs against the attention sublayer's output
+(sum_h o_h W_O[h] = resid_mid - resid_pre in a Pre-LN layer).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from analysis.collapse import CollapseSweep
+from analysis.collapse import CollapseSweep, branch_readings, host64
 from transformer.config import DTYPES
+from transformer.generate import prefill
 from transformer.model import Decoder
 from transformer.rebuild import rebuild
 
@@ -115,51 +115,6 @@ def branch_plan(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]):
     return trunk, points, tokens, ia, ib
 
 
-def _host64(x: jax.Array) -> np.ndarray:
-    if x.dtype in (jnp.bfloat16, jnp.float16):
-        x = x.astype(jnp.float32)  # exact; NumPy widens exactly to float64
-    return np.asarray(x, dtype=np.float64)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _prefill_first(graphdef, state, tokens, capacity: int):
-    """tokens [1, C] into a fresh cache of `capacity` slots (made inside: an empty context is
-    a constant, which compiles 2-3x faster than a cache passed in)."""
-    model = nnx.merge(graphdef, state)
-    _, cache = model.decode(tokens, model.init_cache(1, capacity))
-    return cache
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _prefill_chunk(graphdef, state, tokens, cache):
-    """tokens [1, C] appended to the cache (logits unused: removed by XLA)."""
-    _, cache = nnx.merge(graphdef, state).decode(tokens, cache)
-    return cache
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _branch_readings(graphdef, state, cache, tokens, points, ia, ib):
-    """tokens [B, t] branched off points [B] -> (levels [2, L + 1, B, m], heads [2, B, h, d])
-    at continuation indices ia (s_n) and ib (s*_n)."""
-    model = nnx.merge(graphdef, state)
-    c = model.config
-    out = model.branch(cache, tokens, points, capture=True)
-    levels = jnp.concatenate([out.intermediates.resid_post, out.y[None]], axis=0)
-    # Last layer: the values the branch attended to are the cache's slots, then its own.
-    b = tokens.shape[0]
-    v_ctx = jnp.broadcast_to(cache.values[-1], (b, *cache.values.shape[2:]))
-    v_all = jnp.concatenate([v_ctx.astype(c.compute_dtype), out.new_values[-1]], axis=1)
-    pattern = out.intermediates.attn_pattern[-1].astype(c.compute_dtype)  # [B, h, t, k]
-    pg = pattern.reshape(b, c.n_kv_heads, c.n_groups, *pattern.shape[2:])
-    heads = jnp.einsum("bgrqk,bkgd->bqgrd", pg, v_all, precision=c.precision)
-    heads = heads.reshape(b, tokens.shape[1], c.n_heads, c.d_head)
-    rows = jnp.arange(b)
-    return (
-        jnp.stack([levels[:, rows, ia], levels[:, rows, ib]]),
-        jnp.stack([heads[rows, ia], heads[rows, ib]]),
-    )
-
-
 def pair_sweep(
     model: Decoder,
     pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -203,18 +158,15 @@ def pair_sweep(
     states, heads = [], []
     for dtype in dtypes:
         m = rebuild(model, dtype=dtype, param_dtype=dtype, softmax_dtype=dtype)
+        cache = prefill(m, filled[None], capacity, chunk=chunk)
         graphdef, state = nnx.split(m)
-        cache = _prefill_first(graphdef, state, jnp.asarray(filled[None, :chunk]), capacity)
-        for c0 in range(chunk, capacity, chunk):
-            cache = _prefill_chunk(graphdef, state, jnp.asarray(filled[None, c0 : c0 + chunk]),
-                                   cache)
         lv, hd = [], []
         for s in range(0, n + n_pad, BRANCH_BATCH):
             sl = slice(s, s + BRANCH_BATCH)
-            a, h = _branch_readings(graphdef, state, cache, tokens_p[sl], points_p[sl],
-                                    ia_p[sl], ib_p[sl])
-            lv.append(_host64(a))
-            hd.append(_host64(h))
+            a, h = branch_readings(graphdef, state, cache, tokens_p[sl], points_p[sl],
+                                   ia_p[sl], ib_p[sl], True)
+            lv.append(host64(a))
+            hd.append(host64(h))
         states.append(np.concatenate(lv, axis=2)[:, :, :n].transpose(0, 2, 1, 3))  # [2,N,L+1,m]
         heads.append(np.concatenate(hd, axis=1)[:, :n])  # [2, N, h, d]
         del m, state, cache
