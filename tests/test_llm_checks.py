@@ -21,7 +21,7 @@ from flax import nnx
 
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.reproduction import PAPER_VALUES, within_factor
+from theory_checks.report.reproduction import PAPER_VALUES, within_factor
 from theory_checks.runner import run_check
 from transformer.generate import greedy_batch
 from transformer.loading import bundled as bundled_models
@@ -144,7 +144,7 @@ def test_r4_reproduction_entries(results):
 def test_r6_precision_premise_not_reached(ctx, results):
     """SmolLM2 at n <= 32: bfloat16 is never bit-identical and its predicted collapse length
     lies far beyond the sweep, so the premise is not reached."""
-    from theory_checks.checks.llm_precision import PREMISE
+    from theory_checks.llm.precision import PREMISE
 
     r = results["R6"]
     _well_formed(r, ctx)
@@ -165,7 +165,7 @@ def test_r6_precision_premise_not_reached(ctx, results):
 
 def test_r12_commas(llm, ctx, results):
     from analysis.fitting import loglog_slope
-    from theory_checks.checks.llm_commas import PREMISE_SLOPE
+    from theory_checks.llm.commas import PREMISE_SLOPE
 
     r = results["R12"]
     _well_formed(r, ctx)
@@ -190,7 +190,7 @@ def test_r12_commas(llm, ctx, results):
 
 
 def test_r5_tasks(llm, ctx, results):
-    from theory_checks.checks.llm_tasks import N_NEW, judge, parse_answer, task_prompts
+    from theory_checks.llm.tasks import N_NEW, judge, parse_answer, task_prompts
 
     r = results["R5"]
     _well_formed(r, ctx)
@@ -230,7 +230,7 @@ def test_r5_premise(llm, ctx, monkeypatch, correct_up_to, expect):
     """The same check with an answer oracle in place of the model: never right (premise not
     reached: inconclusive), right at n = 2 only (falls with length: pass), always right
     (reached, does not fall: fail)."""
-    from theory_checks.checks import llm_tasks
+    from theory_checks.llm import tasks as llm_tasks
 
     def oracle(_, prompts):
         return [f" {p['expected'] if p['n'] <= correct_up_to else '7'}" for p in prompts]
@@ -244,7 +244,7 @@ def test_r5_premise(llm, ctx, monkeypatch, correct_up_to, expect):
 
 
 def test_parse_answer():
-    from theory_checks.checks.llm_tasks import parse_answer
+    from theory_checks.llm.tasks import parse_answer
 
     assert parse_answer("count_ones", " 12 ones") == "12"
     assert parse_answer("sum", " 1+1=2") == "1"
@@ -253,7 +253,7 @@ def test_parse_answer():
 
 
 def test_r11_sensitivity(llm, ctx, results):
-    from theory_checks.checks.llm_sensitivity import Z, sensitivity_prompt
+    from theory_checks.llm.sensitivity import Z, sensitivity_prompt
 
     r = results["R11"]
     _well_formed(r, ctx)
@@ -523,7 +523,7 @@ def test_windows_longer_than_the_sweep(tmp_path, ctx):
 
 def test_global_variants_keep_each_layers_rope_base():
     from tests.helpers import make_model
-    from theory_checks.checks.llm_windows import WIDE, global_variants
+    from theory_checks.llm.windows import WIDE, global_variants
 
     model = make_model(pos_encoding="rope", window=(4, None), rope_theta_local=10.0)
     got = global_variants(model)

@@ -15,7 +15,7 @@ import transformers
 
 from analysis.sensitivity import sensitivity_profile
 from theory_checks import llm as L
-from theory_checks.checks import study_oversquashing as S
+from theory_checks.studies import oversquashing as S
 from theory_checks.context import Profile, RunContext
 from theory_checks.runner import run_check
 

@@ -10,12 +10,14 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from theory_checks.checks import trained_copy, trained_counting, trained_mitigations  # noqa: E402
-from theory_checks.checks._parts import combined  # noqa: E402
+from theory_checks.trained import copying as trained_copy  # noqa: E402
+from theory_checks.trained import counting as trained_counting  # noqa: E402
+from theory_checks.trained import mitigations as trained_mitigations  # noqa: E402
+from theory_checks.result import combined  # noqa: E402
 from theory_checks.context import Profile, RunContext  # noqa: E402
 from theory_checks.result import VERDICTS  # noqa: E402
 from theory_checks.runner import PROFILE_CHECKS  # noqa: E402
-from theory_checks.trained import (  # noqa: E402
+from theory_checks.trained.recipes import (  # noqa: E402
     RECIPES,
     QueryStates,
     in_format,
@@ -42,7 +44,7 @@ def results(tmp_path_factory):
 
 def test_profile_lists_the_trained_checks():
     assert PROFILE_CHECKS["trained"] == {
-        "R5": "trained_counting", "R11": "trained_copy", "R12": "trained_mitigations"}
+        "R5": "trained.counting", "R11": "trained.copying", "R12": "trained.mitigations"}
 
 
 @pytest.mark.parametrize("cid", ["R5", "R11", "R12"])

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
         import importlib
 
         for cid, name in checks_for(profile).items():
-            module = importlib.import_module(f"theory_checks.checks.{name}")
+            module = importlib.import_module(f"theory_checks.{name}")
             print(f"{cid:4s} {module.PAPER_REF:28s} {module.TITLE}")
         return 0
     try:

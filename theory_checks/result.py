@@ -50,7 +50,7 @@ class CheckResult:
         placement: {dtype: device} of the computations the check ran, as
             `transformer.placement` decided them (float64 on the host CPU when an
             accelerator is present); stamped by the runner.
-        reproduction: one `theory_checks.reproduction.Reproduction` dict per reproduced
+        reproduction: one `theory_checks.report.reproduction.Reproduction` dict per reproduced
             figure and reading (the paper's values beside ours); reported beside the
             verdict, never folded into it.
         model: the checkpoint a `--profile llm` result was measured on (its file or folder
@@ -120,6 +120,27 @@ def verdict_from(ok: bool, premise_reached: bool = True) -> str:
     if not bool(premise_reached):
         return "inconclusive"
     return "pass" if bool(ok) else "fail"
+
+
+def combined(parts: dict[str, tuple[bool, bool]]) -> tuple[bool, bool]:
+    """(ok, premise_reached) of a check from its parts {name: (ok, premise_reached)}.
+
+    A part whose premise was reached and whose criterion does not hold makes the whole check
+    fail, whatever the others say (a reached premise and a failed claim is evidence, and an
+    unreached premise elsewhere must not hide it). Otherwise a part whose premise was not
+    reached makes the check inconclusive; otherwise it passes. Feed the pair to
+    `verdict_from`.
+    """
+    if not parts:
+        raise ValueError("a check needs at least one part")
+    if any(reached and not ok for ok, reached in parts.values()):
+        return False, True
+    return True, all(reached for _, reached in parts.values())
+
+
+def unreached(parts: dict[str, tuple[bool, bool]]) -> list[str]:
+    """Names of the parts whose premise was not reached."""
+    return [name for name, (_, reached) in parts.items() if not reached]
 
 
 def to_jsonable(value):

@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from analysis.collapse import PairFamily, collapse_lengths, collapse_sweep
-from theory_checks.checks._models import describe, random_model
+from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import UNIT_ROUNDOFF, new_figure, save
+from theory_checks.report.plotting import UNIT_ROUNDOFF, new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analysis.counting import counting_contrast
-from theory_checks.checks._models import F64, describe, random_model
+from theory_checks.synthetic.models import F64, describe, random_model
 from theory_checks.context import Profile, RunContext
 from theory_checks.result import CheckResult, verdict_from
 

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.collapse import PairFamily, collapse_lengths, collapse_sweep
-from theory_checks.checks._models import describe, random_model
+from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 from transformer import rebuild
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 from transformer.generate import greedy_batch
 

@@ -11,7 +11,7 @@ from analysis.spectral import (
     ordered_product,
     spectrum_check,
 )
-from theory_checks.checks._models import F64, describe, random_model, random_tokens
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
 from theory_checks.result import CheckResult, verdict_from
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.collapse import collapse_lengths
-from theory_checks.checks._parts import combined
+from theory_checks.result import combined
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import plt, save
+from theory_checks.report.plotting import plt, save
 from theory_checks.result import CheckResult, verdict_from
-from theory_checks.trained import recipe, recipe_query_states, trained_model
+from theory_checks.trained.recipes import recipe, recipe_query_states, trained_model
 from training.tasks import sequence_length
 
 ID, TITLE = "R12", "Trained counters with separators / a window"

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.sensitivity import sensitivity_profile
-from theory_checks.checks._parts import combined
+from theory_checks.result import combined
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import plt, save
+from theory_checks.report.plotting import plt, save
 from theory_checks.result import CheckResult, verdict_from
-from theory_checks.trained import recipe, trained_model
+from theory_checks.trained.recipes import recipe, trained_model
 from training.tasks import make_batch
 from training.train import evaluate
 

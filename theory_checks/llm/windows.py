@@ -30,7 +30,7 @@ import numpy as np
 from analysis.sensitivity import estimate_sensitivity
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import save
+from theory_checks.report.plotting import save
 from theory_checks.result import CheckResult, verdict_from
 from transformer.model import Decoder
 from transformer.rebuild import rebuild

@@ -30,8 +30,8 @@ import numpy as np
 from analysis.fitting import loglog_slope
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import save
-from theory_checks.reproduction import FIG5_LENGTHS, draw_paper_markers, reproduction
+from theory_checks.report.plotting import save
+from theory_checks.report.reproduction import FIG5_LENGTHS, draw_paper_markers, reproduction
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R4", "Representational collapse in a real LLM", "Theorem 4.2, Figure 5a-b"

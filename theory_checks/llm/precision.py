@@ -18,7 +18,7 @@ import numpy as np
 from analysis.collapse import collapse_lengths
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R6", "Low precision collapses a real LLM sooner", "Section 5, Figure 5a"

@@ -6,9 +6,9 @@ import numpy as np
 
 from analysis.collapse import PairFamily, SequenceFamily, collapse_lengths, collapse_sweep
 from analysis.fitting import loglog_slope
-from theory_checks.checks._models import describe, random_model
+from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import plt, save
+from theory_checks.report.plotting import plt, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R12", "Separators and sliding windows keep pairs apart", "Section 6"

@@ -14,8 +14,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from theory_checks.plotting import save
-from theory_checks.reproduction import draw_paper_markers
+from theory_checks.report.plotting import save
+from theory_checks.report.reproduction import draw_paper_markers
 from theory_checks.result import CheckResult
 
 

@@ -33,7 +33,7 @@ def table(results: list[CheckResult]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if with_model:
-        from theory_checks.llm_compare import terminal_table
+        from theory_checks.llm.compare import terminal_table
 
         lines += ["", terminal_table(results)]
     used = [v for v in VERDICT_MEANINGS if any(r.verdict == v for r in results)]
@@ -50,7 +50,7 @@ def anchor(r: CheckResult) -> str:
 
 def model_meta(results: list[CheckResult], unavailable: list[dict] = ()) -> dict:
     """The report header's model lines (empty outside the llm profile)."""
-    from theory_checks.llm_compare import models_of
+    from theory_checks.llm.compare import models_of
 
     out = {}
     if models_of(results):
@@ -64,7 +64,7 @@ def model_meta(results: list[CheckResult], unavailable: list[dict] = ()) -> dict
 
 def _reproduction_lines(entries) -> list[str]:
     """A markdown table of `reproduction` entries: the paper's values beside ours."""
-    from theory_checks.reproduction import FACTOR, FROM_N
+    from theory_checks.report.reproduction import FACTOR, FROM_N
 
     out = [
         f"**Reproduction** (ours within a factor of {FACTOR:g} of the paper's value at every "
@@ -196,7 +196,7 @@ def write(stage: Path, results: list[CheckResult], meta: dict) -> None:
     """Write report.md and results.json into the staging folder."""
     side = []
     if _has_models(results):
-        from theory_checks.llm_compare import section
+        from theory_checks.llm.compare import section
 
         side = section(results, stage / FIGURE_DIR)
     (stage / "results.json").write_text(dumps(results) + "\n")

@@ -34,10 +34,10 @@ from analysis.synthetic_collapse import (
     reading_applies,
     synthetic_pair_distances,
 )
-from theory_checks.checks._models import describe, random_model
+from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, plt, save
-from theory_checks.reproduction import (
+from theory_checks.report.plotting import new_figure, plt, save
+from theory_checks.report.reproduction import (
     BF16_LINE,
     FIG10_LENGTHS,
     draw_paper_markers,

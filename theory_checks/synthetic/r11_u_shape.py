@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.sensitivity import sensitivity_profile
-from theory_checks.checks._models import F64, describe, random_model, random_tokens
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R11", "U-shaped sensitivity over positions", "Section 5 (U-shape)"

@@ -42,8 +42,8 @@ from analysis.sensitivity import estimate_sensitivity
 from analysis.trace_estimation import products_used
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.passage import PASSAGE
-from theory_checks.plotting import plt, save
+from theory_checks.studies.passage import PASSAGE
+from theory_checks.report.plotting import plt, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID = "S1"

@@ -41,7 +41,7 @@ import jax
 import numpy as np
 
 from analysis.pair_sweep import PairSweep, pair_sweep, sweep_lengths
-from theory_checks.reproduction import FIG5_LENGTHS
+from theory_checks.report.reproduction import FIG5_LENGTHS
 from transformer.loading import bundled
 from transformer.loading.chat import chat_format, declares_chat_template
 from transformer.model import Decoder

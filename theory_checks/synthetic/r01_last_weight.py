@@ -7,7 +7,7 @@ import numpy as np
 from analysis.fitting import loglog_slope
 from analysis.softmax import last_weight_gap
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R1", "A new element lowers the last softmax weight", "Lemma B.1"

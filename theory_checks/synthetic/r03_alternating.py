@@ -6,7 +6,7 @@ import numpy as np
 
 from analysis.softmax import ALTERNATING_TV, alternating_tv
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult
 
 ID, TITLE, PAPER_REF = "R3", "Alternating sequences keep their distance", "Proposition B.4"

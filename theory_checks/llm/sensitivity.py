@@ -16,7 +16,7 @@ import numpy as np
 from analysis.sensitivity import estimate_sensitivity
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R11", "U-shaped sensitivity of a real LLM", "Section 5 (U-shape)"

@@ -8,9 +8,9 @@ import numpy as np
 from analysis.bound import path_bound
 from analysis.bound_report import bound_report
 from analysis.sensitivity import sensitivity_profile
-from theory_checks.checks._models import F64, describe, random_model, random_tokens
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import plt, save
+from theory_checks.report.plotting import plt, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R7", "Over-squashing bound by attention paths", "Theorem 5.1 / B.5"

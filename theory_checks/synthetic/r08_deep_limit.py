@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.spectral import convergence_rate, deep_limit, distance_to_first_column
-from theory_checks.checks._models import F64, describe, random_model, random_tokens
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import new_figure, save
+from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R8", "Deep limit: only the first token survives", "Proposition 5.2 / B.8"

@@ -20,7 +20,7 @@ import numpy as np
 from analysis.fitting import loglog_slope
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import save
+from theory_checks.report.plotting import save
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = (

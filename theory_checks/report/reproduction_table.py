@@ -1,6 +1,6 @@
 """README's "Does the paper reproduce?" table, generated from `reproduction` entries.
 
-`python -m theory_checks.reproduction_table RESULTS.json [RESULTS.json ...]` reads the
+`python -m theory_checks.report.reproduction_table RESULTS.json [RESULTS.json ...]` reads the
 `reproduction` entries of one or more reports (e.g. the quick and the llm profile), writes
 them with the run's metadata to `docs/reproduction_snapshot.json`, and rewrites the table
 between the README's markers, so the README always says what a recorded run measured. A
@@ -19,9 +19,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from theory_checks.reproduction import FACTOR, FROM_N, readings_that_reproduce
+from theory_checks.report.reproduction import FACTOR, FROM_N, readings_that_reproduce
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "docs" / "reproduction_snapshot.json"
 README = ROOT / "README.md"
 START, END = "<!-- reproduction-table:start -->", "<!-- reproduction-table:end -->"
@@ -164,7 +164,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m theory_checks.reproduction_table")
+    parser = argparse.ArgumentParser(prog="python -m theory_checks.report.reproduction_table")
     parser.add_argument("results", nargs="+", type=Path, help="results.json files")
     parser.add_argument("--snapshot", type=Path, default=SNAPSHOT)
     parser.add_argument("--readme", type=Path, default=README)

@@ -14,9 +14,9 @@ import numpy as np
 
 from analysis.collapse import collapse_lengths
 from theory_checks.context import Profile, RunContext
-from theory_checks.plotting import UNIT_ROUNDOFF, plt, save
+from theory_checks.report.plotting import UNIT_ROUNDOFF, plt, save
 from theory_checks.result import CheckResult, verdict_from
-from theory_checks.trained import (
+from theory_checks.trained.recipes import (
     corollary_b10,
     nearest_state_count,
     recipe,
