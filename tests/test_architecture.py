@@ -93,3 +93,9 @@ def test_analysis_modules_stay_small():
     long = {p.name: n for p in (ROOT / "analysis").glob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_ANALYSIS_LINES}
     assert not long, long
+
+
+def test_benchmarks_import_only_transformer_and_analysis():
+    bad = sorted(f"{p.relative_to(ROOT)} imports {m}" for p in (ROOT / "benchmarks").rglob("*.py")
+                 for m in _imports(p) if m.split(".")[0] not in {"transformer", "analysis"})
+    assert not bad, bad
