@@ -38,8 +38,8 @@ def ctx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llm():
-    return L.load_llm()
+def llm(ctx):
+    return L.llm_for(ctx)  # the model the checks below run on (the run's store)
 
 
 @pytest.fixture(scope="module")
@@ -404,6 +404,23 @@ def test_chat_template_is_used_only_when_declared(llm, tiny_llama):
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     return _tiny_llama_dir(tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+def test_the_run_store_shares_within_a_run_only(tmp_path, tiny_llama):
+    """What R4, R6 and R12b share (the checkpoint, Figure 5a's sweep) lives in the run's
+    store: the same context reuses it, another run computes its own (no process memo)."""
+    run_a = RunContext(figure_dir=tmp_path / "a", reduced=True, model_path=str(tiny_llama))
+    run_b = RunContext(figure_dir=tmp_path / "b", reduced=True, model_path=str(tiny_llama))
+    llm = L.llm_for(run_a)
+    assert L.llm_for(run_a) is llm and L.llm_for(run_b) is not llm
+    first, _ = L.figure5_sweep(llm, "5a", [1, 2, 3], ("float32",), store=run_a.store)
+    assert len(run_a.store) == 2  # the model and the float32 sweep
+    L.figure5_sweep(llm, "5a", [1, 2, 3], ("float32", "bfloat16"), store=run_a.store)
+    assert len(run_a.store) == 3  # float32 reused, bfloat16 added
+    assert len(run_b.store) == 1  # the other run has its model only
+    other, _ = L.figure5_sweep(llm, "5a", [1, 2, 3], ("float32",), store=run_b.store)
+    assert len(run_b.store) == 2
+    np.testing.assert_array_equal(other.collapse.states, first.collapse.states)
 
 
 def _tiny_llama_dir(path):

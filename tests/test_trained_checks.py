@@ -93,7 +93,7 @@ def test_r11_verdict_and_accuracy(results):
     # Independent: the cached model re-evaluated on fresh examples (another seed) agrees
     # within sampling error at the training length.
     rec = recipe("copy_last", reduced=True)
-    model, info = trained_model(rec)
+    model, info = trained_model(rec, results[1].store)  # the run's own copy
     assert info["cached"] == "memory"
     n = rec.task.max_len
     fresh = evaluate(model, rec.task, [n], 64, seed=7)[n]
@@ -136,7 +136,7 @@ def test_r5_verdict_and_corollary(results):
     some = sorted(set(lengths[::4]) | set(range(1, 13)) | {n_star, n_star + 1, lengths[-1]})
     for name in trained_counting.MODELS:
         rec = recipe(name, reduced=True)
-        model, _ = trained_model(rec)
+        model, _ = trained_model(rec, results[1].store)
         for dtype in ("float32", "bfloat16"):
             acc = evaluate(in_format(model, dtype), rec.task, some, 1)
             np.testing.assert_array_equal([acc[n] == 1.0 for n in some],
@@ -264,11 +264,11 @@ def test_combined_parts():
         combined({})
 
 
-def test_query_states_bit_identity_implies_same_answer():
+def test_query_states_bit_identity_implies_same_answer(results):
     """Corollary B.10 in its sharpest form, on a model whose window makes pairs equal up to
     rounding: wherever y(n) == y(n+1) bit for bit, the argmax answers agree."""
     rec = recipe("count_ones_window4", reduced=True)
-    model, _ = trained_model(rec)
+    model, _ = trained_model(rec, results[1].store)
     qs = query_states(model, rec.task, range(1, 30), ("float64", "bfloat16"))
     assert qs.y.shape == (2, 29, model.config.d_model)
     np.testing.assert_array_equal(qs.target, COUNT_0 + np.arange(1, 30))
@@ -280,14 +280,14 @@ def test_query_states_bit_identity_implies_same_answer():
     assert 0 < rel < 0.2
 
 
-def test_bad_inputs_raise():
+def test_bad_inputs_raise(results):
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe("copy_middle")
     with pytest.raises(ValueError, match="seed"):
         recipe("copy_first", seed=-1)
     assert set(RECIPES) >= {"copy_first", "copy_last", "count_ones"}
     rec = recipe("count_ones", reduced=True)
-    model, _ = trained_model(rec)
+    model, _ = trained_model(rec, results[1].store)
     with pytest.raises(ValueError, match="lengths is empty"):
         query_states(model, rec.task, [])
     with pytest.raises(ValueError, match="TaskSpec"):

@@ -162,8 +162,9 @@ def run_llm_checks(
         bar = tqdm(total=len(ids) * len(sources), unit="check", desc=f"{profile.name} checks")
     for source in sources:
         try:
-            path = source.locate()
-            L.load_llm(path)
+            ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced,
+                             model_path=str(source.locate()))
+            L.llm_for(ctx)  # loaded once, into this model's own store
         except (ValueError, OSError, ImportError) as err:
             if source.explicit:
                 raise ModelUnavailable(f"--model {source.origin}: {err}") from err
@@ -172,15 +173,13 @@ def run_llm_checks(
             if bar is not None:
                 bar.update(len(ids))
             continue
-        ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced,
-                         model_path=str(path))
         for cid in ids:
             if bar is not None:
                 bar.set_postfix_str(f"{source.label} {cid}")
             results.append(run_check(cid, profile, ctx))
             if bar is not None:
                 bar.update(1)
-        L.release_llm()
+        del ctx  # the model and its sweeps go before the next model loads
     if bar is not None:
         bar.close()
     if not results:

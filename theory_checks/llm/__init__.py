@@ -41,6 +41,7 @@ import jax
 import numpy as np
 
 from analysis.pair_sweep import PairSweep, pair_sweep, sweep_lengths
+from theory_checks.context import RunContext, RunStore
 from theory_checks.report.reproduction import FIG5_LENGTHS
 from transformer.loading import bundled
 from transformer.loading.chat import chat_format, declares_chat_template
@@ -226,20 +227,9 @@ def describe_model(llm: LLM) -> str:
     )
 
 
-@functools.cache
-def _load(path: str) -> LLM:
-    from transformer.loading import load_pretrained
-
-    model, tokenizer = load_pretrained(path, dtype="float32", softmax_dtype="float32")
-    return LLM(
-        model=model, tokenizer=tokenizer, path=Path(path), name=Path(path).name,
-        chat_template=declares_chat_template(Path(path)),
-    )
-
-
 def load_llm(path: str | os.PathLike | None = None) -> LLM:
-    """The checkpoint at `path` (default: the first installed bundled model), loaded once
-    per process (until `release_llm`).
+    """Load the checkpoint at `path` (default: the first installed bundled model); a run
+    loads each model once, through `llm_for`.
 
     Args:
         path: a checkpoint directory or .gguf file, or None for `bundled_model_path()`.
@@ -249,17 +239,24 @@ def load_llm(path: str | os.PathLike | None = None) -> LLM:
     Raises:
         ValueError: no such path, or a checkpoint `load_pretrained` cannot read.
     """
+    from transformer.loading import load_pretrained
+
     resolved = Path(path).expanduser() if path is not None else bundled_model_path()
     if not resolved.exists():
         raise ValueError(f"--model {str(path)!r}: no such file or directory")
-    return _load(str(resolved.resolve()))
+    resolved = resolved.resolve()
+    model, tokenizer = load_pretrained(resolved, dtype="float32", softmax_dtype="float32")
+    return LLM(
+        model=model, tokenizer=tokenizer, path=resolved, name=resolved.name,
+        chat_template=declares_chat_template(resolved),
+    )
 
 
-def release_llm() -> None:
-    """Forget every loaded model and its memoised sweeps (a multi-model run frees one
-    model's memory before loading the next)."""
-    _load.cache_clear()
-    _SWEEPS.clear()
+def llm_for(ctx: RunContext) -> LLM:
+    """The run's model (`ctx.model_path`, default the first installed bundled model),
+    loaded once per run into `ctx.store`."""
+    path = ctx.model_path if ctx.model_path is not None else str(bundled_model_path())
+    return ctx.store.get(("llm", path), lambda: load_llm(path))
 
 
 # ---- tokenisation facts --------------------------------------------------------------
@@ -399,9 +396,7 @@ def digits_pairs(llm: LLM, question: str, lengths: Sequence[int], seed: int):
     return pairs, ks
 
 
-# ---- Figure 5 sweeps, memoised per model, panel and format ------------------------------
-
-_SWEEPS: dict[tuple, PairSweep] = {}
+# ---- Figure 5 sweeps, shared per run, model, panel and format ----------------------------
 
 
 def figure5_sweep(
@@ -413,17 +408,19 @@ def figure5_sweep(
     seed: int = 0,
     model: Decoder | None = None,
     variant: str = "as loaded",
+    store: RunStore | None = None,
 ) -> tuple[PairSweep, list[int]]:
-    """One Figure 5 panel's pairs swept in every format (`analysis.pair_sweep`), memoised
-    per (model, variant, panel, lengths, format), so checks reading the same pairs (R4's
-    panel (a) is R6's and R12b's data) share one prefill per format.
+    """One Figure 5 panel's pairs swept in every format (`analysis.pair_sweep`), kept in the
+    run's store per (model, variant, panel, lengths, format), so checks reading the same
+    pairs (R4's panel (a) is R6's and R12b's data) share one prefill per format.
 
     Args:
         llm: the loaded checkpoint (tokenizer, default model).
         panel: "5a".."5d" (`FIG5_PANELS`); lengths: n (5b keeps its cut points).
         dtypes: formats; seed: 5b's digits.
         model, variant: another decoder built from llm's weights (R12b's all-global copy)
-            and its name in the memo.
+            and its name in the store.
+        store: the run's `RunStore` (None: nothing shared).
     Returns:
         (PairSweep over the formats in `dtypes`, the lengths swept).
     """
@@ -436,12 +433,12 @@ def figure5_sweep(
         swept = [int(n) for n in lengths]
         pairs = ones_pairs(llm, question, swept, commas=panel == "5d")
     decoder = llm.model if model is None else model
+    store = store if store is not None else RunStore()
     parts = []
     for dtype in dtypes:
-        key = (str(llm.path), variant, panel, tuple(swept), dtype, seed if kind == "digits" else 0)
-        if key not in _SWEEPS:
-            _SWEEPS[key] = pair_sweep(decoder, pairs, swept, (dtype,))
-        parts.append(_SWEEPS[key])
+        key = ("figure5", str(llm.path), variant, panel, tuple(swept), dtype,
+               seed if kind == "digits" else 0)
+        parts.append(store.get(key, lambda d=dtype: pair_sweep(decoder, pairs, swept, (d,))))
     return _join(parts), swept
 
 

@@ -108,13 +108,14 @@ def reproduction_entries(llm, lengths, sweep) -> list[dict]:
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
     L.require_x64()
-    llm = L.load_llm(ctx.model_path)
+    llm = L.llm_for(ctx)
     lengths = L.collapse_sweep_lengths(ctx.reduced)
     n_max = max(lengths)
-    sweep_a, _ = L.figure5_sweep(llm, "5a", lengths, DTYPES_A)
+    sweep_a, _ = L.figure5_sweep(llm, "5a", lengths, DTYPES_A, store=ctx.store)
     xa = np.asarray(lengths, float)
     a = _summary(xa, sweep_a, DTYPES_A)
-    sweep_b, ks = L.figure5_sweep(llm, "5b", lengths, DTYPES_B, seed=ctx.seed)
+    sweep_b, ks = L.figure5_sweep(llm, "5b", lengths, DTYPES_B, seed=ctx.seed,
+                                  store=ctx.store)
     xb = np.asarray(ks, float)
     b = _summary(xb, sweep_b, DTYPES_B)
     ok = a["slope_float32"] < 0 and b["slope_float32"] < 0

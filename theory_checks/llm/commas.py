@@ -44,11 +44,11 @@ def plain_slope(lengths, distance: np.ndarray) -> float:
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
-    llm = L.load_llm(ctx.model_path)
+    llm = L.llm_for(ctx)
     lengths = L.collapse_sweep_lengths(ctx.reduced)
     n_max = max(lengths)
-    plain, _ = L.figure5_sweep(llm, "5c", lengths, DTYPES)
-    commas, _ = L.figure5_sweep(llm, "5d", lengths, DTYPES)
+    plain, _ = L.figure5_sweep(llm, "5c", lengths, DTYPES, store=ctx.store)
+    commas, _ = L.figure5_sweep(llm, "5d", lengths, DTYPES, store=ctx.store)
     n = np.asarray(lengths)
     sweeps = {"plain": plain, "commas": commas}
     y = {name: {dt: s.y_linf(dt) for dt in DTYPES} for name, s in sweeps.items()}

@@ -55,10 +55,10 @@ def to_reach(rep) -> str:
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
     L.require_x64()
-    llm = L.load_llm(ctx.model_path)
+    llm = L.llm_for(ctx)
     lengths = L.collapse_sweep_lengths(ctx.reduced)
     n_max = max(lengths)
-    sweep, _ = L.figure5_sweep(llm, "5a", lengths, L.COLLAPSE_DTYPES)
+    sweep, _ = L.figure5_sweep(llm, "5a", lengths, L.COLLAPSE_DTYPES, store=ctx.store)
     rep = collapse_lengths(sweep.collapse, norm="linf", reference="float64")
     reached = premise_reached(rep, n_max)
     never = n_max + 1  # not collapsing within the sweep ranks after every measured n

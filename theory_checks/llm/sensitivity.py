@@ -35,7 +35,7 @@ def sensitivity_prompt(llm: L.LLM, n_digits: int, seed: int) -> tuple[list[int],
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
-    llm = L.load_llm(ctx.model_path)
+    llm = L.llm_for(ctx)
     n_digits, n_probes = (24, 4) if ctx.reduced else (160, 8)
     ids, (d0, d1) = sensitivity_prompt(llm, n_digits, ctx.seed)
     est, se = estimate_sensitivity(

@@ -99,7 +99,7 @@ def judge(acc: dict[str, np.ndarray]) -> tuple[list[str], bool]:
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
-    llm = L.load_llm(ctx.model_path)
+    llm = L.llm_for(ctx)
     if not llm.has_tokenizer:
         raise ValueError(
             f"the task-accuracy check (R5) needs the model's tokenizer, and {llm.path} has none "

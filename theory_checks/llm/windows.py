@@ -102,7 +102,7 @@ def _not_applicable(llm, ctx, reason: str) -> CheckResult:
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
-    llm = L.load_llm(ctx.model_path)
+    llm = L.llm_for(ctx)
     windows = layer_windows(llm.model)
     local = [w for w in windows if w is not None]
     if not local:
@@ -123,7 +123,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     for name, model in variants.items():
         tag = "as loaded" if model is llm.model else name
         sweeps[name], _ = L.figure5_sweep(llm, "5a", lengths, ("float32",), model=model,
-                                          variant=tag)
+                                          variant=tag, store=ctx.store)
     y = {name: s.y_linf("float32") for name, s in sweeps.items()}
     heads = {name: s.head_band("float32")["mean"] for name, s in sweeps.items()}
     ratios = {

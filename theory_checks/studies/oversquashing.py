@@ -278,7 +278,7 @@ def _figure(ctx: RunContext, name: str, by_kind: dict, n: int) -> str:
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
     sizes = sizes_for(jax.default_backend(), ctx.reduced)
     # One model per run: `runner.run_llm_checks` runs this check once per model.
-    llms = [L.load_llm(ctx.model_path)]
+    llms = [L.llm_for(ctx)]
     study = run_study(llms, sizes, ctx.seed)
     longest = str(sizes.lengths[-1])
     finals = [(name, kind, rec["kinds"][kind][longest])

@@ -74,7 +74,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     attention = {}
     for name in TASKS:
         rec = recipe(name, seed=ctx.seed, reduced=ctx.reduced)
-        model, info[name] = trained_model(rec)
+        model, info[name] = trained_model(rec, ctx.store)
         recs[name] = rec
         acc[name] = accuracy_sweep(model, rec.task, ctx)
         learned[name] = all(a >= FAIL_BELOW for n, a in acc[name].items()

@@ -72,8 +72,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     recs, info, qs, rep, b10 = {}, {}, {}, {}, {}
     for name in MODELS:
         recs[name] = recipe(name, seed=ctx.seed, reduced=ctx.reduced)
-        _, info[name] = trained_model(recs[name])
-        qs[name] = recipe_query_states(recs[name], lengths, FORMATS)
+        _, info[name] = trained_model(recs[name], ctx.store)
+        qs[name] = recipe_query_states(recs[name], lengths, FORMATS, store=ctx.store)
         rep[name] = collapse_lengths(qs[name].counting_sweep(), norm="linf", level=-1,
                                      reference="float64")
         b10[name] = {d: corollary_b10(qs[name], d) for d in FORMATS}

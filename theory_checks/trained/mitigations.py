@@ -107,9 +107,9 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     rel, correct, col, recs, info, train_acc = {}, {}, {}, {}, {}, {}
     for name in MODELS:
         rec = recipe(name, seed=ctx.seed, reduced=ctx.reduced)
-        _, info[name] = trained_model(rec)
+        _, info[name] = trained_model(rec, ctx.store)
         recs[name] = rec
-        qs = recipe_query_states(rec, lengths, FORMATS)
+        qs = recipe_query_states(rec, lengths, FORMATS, store=ctx.store)
         report = collapse_lengths(qs.counting_sweep(), norm="linf", level=-1, reference="float64")
         rel[name] = report.per_dtype["float64"].distance / report.scale
         col[name] = report.per_dtype["bfloat16"].collapse_length

@@ -2,9 +2,10 @@
 the task-layout measurements the trained checks share.
 
 Each recipe names a task (`training.tasks`), a model and a training run; `trained_model`
-trains it once per process (the checks share models through an in-memory cache) and, when
-the environment variable `THEORY_CHECKS_CACHE` names a folder, also stores it there as a
-`training.checkpoint` and loads it from there on later runs. Nothing is written outside
+trains it once per run (the checks share models through the run's store,
+`theory_checks.context.RunStore`) and, when the environment variable `THEORY_CHECKS_CACHE`
+names a folder, also stores it there as a `training.checkpoint` and loads it from there on
+later runs. Nothing is written outside
 that folder; without the variable nothing is written at all.
 
 `query_states` runs the task's own sequences (BOS, elements, separators, the query token)
@@ -29,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from analysis.collapse import CollapseSweep
+from theory_checks.context import RunStore
 from training.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
 from transformer.config import DTYPES, TransformerConfig
 from transformer.model import Decoder
@@ -61,9 +63,6 @@ RECIPES = tuple(_RECIPES)
 # premises of R11 and R5 reached); steps are cheap next to the one compilation.
 _REDUCED = {"copy_first": (8, 200), "copy_last": (8, 200),
             "count_ones_nope": (6, 200), "count_ones_nope_sep4": (6, 200)}
-
-_MEMORY: dict[str, tuple[Decoder, dict]] = {}
-_QUERY_MEMORY: dict[tuple, "QueryStates"] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,31 +127,34 @@ def recipe(name: str, *, seed: int = 0, reduced: bool = False) -> Recipe:
     return Recipe(name=name, config=config, task=task, spec=spec)
 
 
-def trained_model(rec: Recipe) -> tuple[Decoder, dict]:
-    """Train `rec` (or reuse this process's copy, or the `THEORY_CHECKS_CACHE` one).
+def trained_model(rec: Recipe, store: RunStore | None = None) -> tuple[Decoder, dict]:
+    """Train `rec` (or reuse the run's copy in `store`, or the `THEORY_CHECKS_CACHE` one).
 
     Returns:
         (model, info) with info keys "final_loss", "steps", "train_time_s", "cached"
-        ("memory", "disk" or "no").
+        ("memory": from the store, "disk" or "no").
     """
-    key = rec.key()
-    if key in _MEMORY:
-        model, info = _MEMORY[key]
-        return model, {**info, "cached": "memory"}
+    if store is None:
+        return _train_or_load(rec)
+    key = ("trained", rec.key())
+    again = key in store
+    model, info = store.get(key, lambda: _train_or_load(rec))
+    return model, ({**info, "cached": "memory"} if again else info)
+
+
+def _train_or_load(rec: Recipe) -> tuple[Decoder, dict]:
     folder = os.environ.get(CACHE_ENV)
-    path = Path(folder) / key if folder else None
+    path = Path(folder) / rec.key() if folder else None
     if path is not None and path.is_dir():
         model, _, step, meta = load_checkpoint(path)
         info = {"final_loss": meta.get("final_loss"), "steps": step,
                 "train_time_s": meta.get("train_time_s", 0.0)}
-        _MEMORY[key] = (model, info)
         return model, {**info, "cached": "disk"}
     model, metrics = train(rec.config, rec.task, rec.spec, progress=False)
     info = {"final_loss": metrics["final_loss"], "steps": metrics["step"],
             "train_time_s": metrics["wall_time_s"]}
     if path is not None:
         save_checkpoint(path, model, None, metrics["step"], meta=dict(info), overwrite=True)
-    _MEMORY[key] = (model, info)
     return model, {**info, "cached": "no"}
 
 
@@ -272,15 +274,18 @@ def query_states(
 
 
 def recipe_query_states(
-    rec: Recipe, lengths: Sequence[int], dtypes: Sequence[str], *, seed: int = 0
+    rec: Recipe, lengths: Sequence[int], dtypes: Sequence[str], *, seed: int = 0,
+    store: RunStore | None = None,
 ) -> QueryStates:
-    """`query_states` of the trained model of `rec` on its own task, computed once per
-    process for each (recipe, lengths, dtypes, seed): R5 and R12 share the counters."""
-    key = (rec.key(), tuple(int(n) for n in lengths), tuple(dtypes), int(seed))
-    if key not in _QUERY_MEMORY:
-        model, _ = trained_model(rec)
-        _QUERY_MEMORY[key] = query_states(model, rec.task, key[1], key[2], seed=seed)
-    return _QUERY_MEMORY[key]
+    """`query_states` of the trained model of `rec` on its own task, computed once per run
+    (`store`) for each (recipe, lengths, dtypes, seed): R5 and R12 share the counters."""
+    key = ("query states", rec.key(), tuple(int(n) for n in lengths), tuple(dtypes), int(seed))
+
+    def make():
+        model, _ = trained_model(rec, store)
+        return query_states(model, rec.task, key[2], key[3], seed=seed)
+
+    return (store if store is not None else RunStore()).get(key, make)
 
 
 def nearest_state_count(qs: QueryStates, dtype: str, reference: str = "float64") -> np.ndarray:
