@@ -165,8 +165,9 @@ plt.show()
 
 # %% [markdown]
 # **Notice:** the gap is always positive and falls like `1/n^2` (slope ≈ −2): both
-# denominators grow linearly with `n`. The project's check (`theory_checks/synthetic/r01_last_weight.py`)
-# requires a positive gap in every random trial and a fitted slope ≤ −1.5.
+# denominators grow linearly with `n`. The project's check
+# (`theory_checks/synthetic/r01_last_weight.py`) requires a positive gap in every random
+# trial and a fitted slope ≤ −1.5.
 #
 # <details><summary>Exercise: where does the closed form come from?</summary>
 #

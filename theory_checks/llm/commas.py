@@ -20,6 +20,7 @@ import numpy as np
 from analysis.fitting import loglog_slope
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
+from theory_checks.llm.records import CommaCurves
 from theory_checks.report.plotting import save
 from theory_checks.result import CheckResult, verdict_from
 
@@ -103,9 +104,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "comma_id": llm.single_id(","),
             "tokenization_1_comma": llm.tokens("1,1,1,1"),
             "n_max": n_max,
-            "lengths": lengths,
-            **{f"{name}_y_linf_{dt}": y[name][dt] for name in y for dt in DTYPES},
-            **{f"{name}_heads_mean_{dt}": heads[name][dt] for name in heads for dt in DTYPES},
+            **CommaCurves(lengths=lengths, y_linf=y, heads_mean=heads).entries(),
         },
         verdict=verdict_from(ok, reached),
         key_number=f"commas/plain {ratio:.2f}" if reached

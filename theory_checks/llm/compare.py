@@ -3,7 +3,8 @@ check's verdict and key number) and figures with a curve per model, drawn from t
 measured numbers (nothing is measured here).
 
 results.json keeps one result per check and model (`CheckResult.model` names the model);
-this module only regroups them.
+this module only regroups them. Each panel reads its check's numbers through a typed record
+(`theory_checks.llm.records`), never by entry names of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from theory_checks.llm.records import (
+    CollapseCurves,
+    CommaCurves,
+    PrecisionCurves,
+    TaskAccuracy,
+    WindowCurves,
+)
 from theory_checks.report.plotting import save
 from theory_checks.report.reproduction import draw_paper_markers
 from theory_checks.result import CheckResult
@@ -69,80 +77,61 @@ def terminal_table(results: Sequence[CheckResult]) -> str:
     return "\n".join(lines)
 
 
-def _curve(r: CheckResult, key: str, x_key: str = "lengths"):
-    m = r.measured
-    if key not in m or x_key not in m:
-        return None
-    return np.asarray(m[x_key], float), np.asarray(m[key], float)
-
-
-def _positive(y: np.ndarray) -> np.ndarray:
+def _positive(y) -> np.ndarray:
+    y = np.asarray(y, float)
     return np.where(y > 0, y, np.nan)
 
 
-def _fig5a(ax, per_model):
-    for model, r in per_model.items():
-        heads = _curve(r, "ones_heads_mean_float32")
-        y = _curve(r, "ones_y_linf_float32")
-        if heads is None or y is None:
-            continue
-        line = ax.loglog(*heads, "o-", ms=2, lw=1, label=f"{model}: per-head mean")[0]
-        ax.loglog(y[0], _positive(y[1]), "--", lw=1, color=line.get_color(), label=f"{model}: y")
+def _fig5a(ax, records: dict[str, CollapseCurves]):
+    for model, c in records.items():
+        line = ax.loglog(c.lengths, c.heads_mean["ones"]["float32"], "o-", ms=2, lw=1,
+                         label=f"{model}: per-head mean")[0]
+        ax.loglog(c.lengths, _positive(c.y_linf["ones"]["float32"]), "--", lw=1,
+                  color=line.get_color(), label=f"{model}: y")
     draw_paper_markers(ax, "Figure 5a", "ones")
     ax.set_xlabel("n (ones)")
     ax.set_ylabel("pair distance, L-inf, float32")
     ax.set_title("R4 / Figure 5a: n vs n + 1 ones")
 
 
-def _fig5cd(ax, per_model):
-    for model, r in per_model.items():
-        plain, commas = _curve(r, "plain_y_linf_float32"), _curve(r, "commas_y_linf_float32")
-        if plain is None or commas is None:
-            continue
-        line = ax.loglog(plain[0], _positive(plain[1]), "-", lw=1, label=f"{model}: plain")[0]
-        ax.loglog(commas[0], _positive(commas[1]), "--", lw=1, color=line.get_color(),
-                  label=f"{model}: commas")
+def _fig5cd(ax, records: dict[str, CommaCurves]):
+    for model, c in records.items():
+        line = ax.loglog(c.lengths, _positive(c.y_linf["plain"]["float32"]), "-", lw=1,
+                         label=f"{model}: plain")[0]
+        ax.loglog(c.lengths, _positive(c.y_linf["commas"]["float32"]), "--", lw=1,
+                  color=line.get_color(), label=f"{model}: commas")
     ax.set_xlabel("n (ones)")
     ax.set_ylabel("pair distance of y, L-inf, float32")
     ax.set_title("R12 / Figure 5c-d: copying a run, without / with commas")
 
 
-def _precision(ax, per_model):
-    for model, r in per_model.items():
-        ref, bf = _curve(r, "float64_distance"), _curve(r, "bfloat16_distance")
-        if ref is None or bf is None:
-            continue
-        line = ax.loglog(*ref, "-", lw=1, label=f"{model}: float64")[0]
-        ax.loglog(bf[0], _positive(bf[1]), ":", lw=1, color=line.get_color(),
+def _precision(ax, records: dict[str, PrecisionCurves]):
+    for model, c in records.items():
+        line = ax.loglog(c.lengths, c.float64, "-", lw=1, label=f"{model}: float64")[0]
+        ax.loglog(c.lengths, _positive(c.bfloat16), ":", lw=1, color=line.get_color(),
                   label=f"{model}: bfloat16")
     ax.set_xlabel("n (ones)")
     ax.set_ylabel("pair distance of y, L-inf")
     ax.set_title("R6: the same weights in float64 and bfloat16")
 
 
-def _tasks(ax, per_model):
+def _tasks(ax, records: dict[str, TaskAccuracy]):
     styles = {"count_ones": "o-", "sum": "s--", "copy_last": "^:", "copy_first": "v-."}
-    for i, (model, r) in enumerate(per_model.items()):
-        color = f"C{i}"
+    for i, (model, c) in enumerate(records.items()):
         for task, style in styles.items():
-            acc = _curve(r, f"accuracy_{task}")
-            if acc is not None:
-                ax.semilogx(acc[0], acc[1] + 0.02 * i, style, ms=3, lw=1, color=color,
-                            label=f"{model}: {task}")
+            ax.semilogx(c.lengths, np.asarray(c.accuracy[task], float) + 0.02 * i, style,
+                        ms=3, lw=1, color=f"C{i}", label=f"{model}: {task}")
     ax.set_ylim(-0.05, 1.1)
     ax.set_xlabel("n")
     ax.set_ylabel("greedy answer correct (offset per model)")
     ax.set_title("R5 / Figures 2-3 prompts")
 
 
-def _windows(ax, per_model):
-    drawn = False
-    for model, r in per_model.items():
-        for k in (k for k in r.measured if k.startswith("y_linf_")):
-            x, y = _curve(r, k)
-            ax.loglog(x, _positive(y), "-", lw=1, label=f"{model}: {k[len('y_linf_'):]}")
-            drawn = True
-    if not drawn:
+def _windows(ax, records: dict[str, WindowCurves]):
+    for model, c in records.items():
+        for variant, y in c.y_linf.items():
+            ax.loglog(c.lengths, _positive(y), "-", lw=1, label=f"{model}: {variant}")
+    if not records:
         ax.text(0.5, 0.5, "does not apply: no model here has sliding windows", ha="center",
                 va="center", transform=ax.transAxes, fontsize=8)
     ax.set_xlabel("n (ones)")
@@ -150,22 +139,54 @@ def _windows(ax, per_model):
     ax.set_title("R12b: windowed vs every layer global (models with windows only)")
 
 
-PANELS = {"R4": _fig5a, "R6": _precision, "R12": _fig5cd, "R5": _tasks, "R12b": _windows}
+# check id -> (the record its panel reads, the panel)
+PANELS = {
+    "R4": (CollapseCurves, _fig5a),
+    "R6": (PrecisionCurves, _precision),
+    "R12": (CommaCurves, _fig5cd),
+    "R5": (TaskAccuracy, _tasks),
+    "R12b": (WindowCurves, _windows),
+}
+
+
+def panel_records(cid: str, per_model: dict[str, CheckResult]) -> dict:
+    """{model: the check's record} for the models its panel draws (R12b: those with
+    sliding windows; a model without them has nothing to compare).
+
+    Raises:
+        MissingEntry: a result lacks an entry its panel needs.
+    """
+    record, _ = PANELS[cid]
+    applies = {m: r for m, r in per_model.items() if cid != "R12b" or r.premise_reached}
+    return {m: record.read(r.measured) for m, r in applies.items()}
+
+
+def draw_panel(ax, cid: str, per_model: dict[str, CheckResult]) -> None:
+    """Check `cid`'s panel, a curve per model.
+
+    Raises:
+        KeyError (MissingEntry among them): a result lacks what the panel draws.
+    """
+    PANELS[cid][1](ax, panel_records(cid, per_model))
 
 
 def figure(results: Sequence[CheckResult], figure_dir: Path) -> str | None:
     """One figure, a panel per check that ran, a curve per model; its path relative to the
     report folder (None when no llm result has curves)."""
     groups = by_check(results)
-    panels = [(cid, fn) for cid, fn in PANELS.items() if cid in groups]
+    panels = [cid for cid in PANELS if cid in groups]
     if not panels:
         return None
     cols = min(len(panels), 3)
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), dpi=110,
                              squeeze=False)
-    for ax, (cid, fn) in zip(axes.flat, panels):
-        fn(ax, groups[cid])
+    for ax, cid in zip(axes.flat, panels):
+        try:
+            draw_panel(ax, cid, groups[cid])
+        except KeyError as err:  # drawn as a note: a finished run still gets its report
+            ax.text(0.5, 0.5, f"missing data: {err}", ha="center", va="center", wrap=True,
+                    transform=ax.transAxes, fontsize=7, color="red")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6)

@@ -18,6 +18,7 @@ import numpy as np
 from analysis.collapse import collapse_lengths
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
+from theory_checks.llm.records import PrecisionCurves
 from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 
@@ -111,14 +112,13 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "state_scale_linf": rep.scale,
             "float64_distance_at_n_max": float(ref[-1]),
             "n_max": n_max,
-            "lengths": lengths,
             "bfloat16_indistinguishable_fraction_second_half": bf_frac,
             "bfloat16_indistinguishable_lengths": bf_indist,
             "float64_distance_min": float(ref[low]),
             "float64_distance_argmin": int(x[low]),
-            "float64_distance": ref,
-            "float32_distance": rep.per_dtype["float32"].distance,
-            "bfloat16_distance": bf.distance,
+            **PrecisionCurves(lengths=lengths, float64=ref,
+                              float32=rep.per_dtype["float32"].distance,
+                              bfloat16=bf.distance).entries(),
         },
         verdict=verdict_from(ok, reached),
         key_number=key,

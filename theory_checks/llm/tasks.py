@@ -26,6 +26,7 @@ import numpy as np
 
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
+from theory_checks.llm.records import TaskAccuracy
 from theory_checks.report.plotting import new_figure, save
 from theory_checks.result import CheckResult, verdict_from
 from transformer.generate import greedy_batch
@@ -153,11 +154,10 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"{half} shortest lengths above that over the {half} longest (lengths "
         f"{list(lengths)}); copying reported.",
         measured={
-            **{f"accuracy_{t}": acc[t] for t in TASKS},
+            **TaskAccuracy(lengths=list(lengths), accuracy=acc).entries(),
             **{f"short_mean_{t}": short[t] for t in TASKS},
             **{f"long_mean_{t}": long[t] for t in TASKS},
             "judged_tasks": judged,
-            "lengths": list(lengths),
             "prompt_example_copy_last": example,
             "outputs": records,
         },

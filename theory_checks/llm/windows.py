@@ -30,6 +30,7 @@ import numpy as np
 from analysis.sensitivity import estimate_sensitivity
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
+from theory_checks.llm.records import WindowCurves
 from theory_checks.report.plotting import save
 from theory_checks.result import CheckResult, verdict_from
 from transformer.model import Decoder
@@ -63,6 +64,11 @@ def global_variants(model: Decoder) -> dict[str, Decoder]:
     if c.rope_theta_local is not None and c.rope_theta_local != c.rope_theta:
         out["window=None"] = rebuild(model, window=None)
     return out
+
+
+def _slugs(by_variant: dict) -> dict:
+    """{variant name with underscores for spaces: value} (the measured entries' names)."""
+    return {k.replace(" ", "_"): v for k, v in by_variant.items()}
 
 
 def sensitivity_summary(est: np.ndarray, window: int) -> dict:
@@ -193,11 +199,9 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                for k, v in head_ratios.items()},
             "window": window,
             "layer_windows": windows,
-            "lengths": lengths,
+            **WindowCurves(lengths=lengths, y_linf=_slugs(y), heads_mean=_slugs(heads)).entries(),
             "seq_lengths": seq_lengths,
             "lengths_past_window": n_past,
-            **{f"y_linf_{k.replace(' ', '_')}": v for k, v in y.items()},
-            **{f"heads_mean_{k.replace(' ', '_')}": v for k, v in heads.items()},
             "sensitivity_tokens": len(seq),
             **{f"sensitivity_{k.replace(' ', '_')}": v for k, v in sens_summary.items()},
             **{f"sensitivity_profile_{k.replace(' ', '_')}": v for k, v in sens.items()},

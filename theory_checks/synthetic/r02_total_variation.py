@@ -8,7 +8,12 @@ from analysis.fitting import loglog_slope
 from analysis.softmax import tv_decay_experiment
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.report.reproduction import BF16_LINE, draw_paper_markers, paper_lengths, reproduction
+from theory_checks.report.reproduction import (
+    BF16_LINE,
+    draw_paper_markers,
+    paper_lengths,
+    reproduction,
+)
 from theory_checks.result import CheckResult, verdict_from
 
 ID, TITLE, PAPER_REF = "R2", "Total variation of softmaxes vanishes", "Lemma B.2, Figure 9"
