@@ -105,6 +105,43 @@ class CheckResult:
         return data
 
 
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """What a check states before it measures: its result id, title, the paper's reference
+    and the claim in one sentence (a check module's `CHECK`)."""
+
+    id: str
+    title: str
+    paper_ref: str
+    claim: str
+
+    def result(
+        self,
+        ctx,
+        *,
+        ok: bool = True,
+        premise_reached: bool = True,
+        verdict: str | None = None,
+        **fields,
+    ) -> CheckResult:
+        """The `CheckResult` of one run of this check.
+
+        Args:
+            ctx: the run's `RunContext` (its seed is the result's `seeds` unless given).
+            ok, premise_reached: the criterion's and the premise's outcome, turned into the
+                verdict by `verdict_from`.
+            verdict: only for a run deliberately outside a theorem's assumptions
+                ("boundary"), which `verdict_from` never returns.
+            **fields: the other `CheckResult` fields (criterion, measured, key_number...).
+        """
+        fields.setdefault("seeds", (ctx.seed,))
+        return CheckResult(
+            id=self.id, title=self.title, paper_ref=self.paper_ref, claim=self.claim,
+            verdict=verdict or verdict_from(ok, premise_reached),
+            premise_reached=premise_reached, **fields,
+        )
+
+
 def verdict_from(ok: bool, premise_reached: bool = True) -> str:
     """The verdict of a check (never written in by hand).
 

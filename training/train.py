@@ -44,8 +44,8 @@ from training.checkpoint import (
     read_train_args,
     save_checkpoint,
 )
-from training.spec import TrainSpec, _check_int, make_optimizer
 from training.evaluate import _answer_logits, _check_model, evaluate
+from training.spec import TrainSpec, _check_int, make_optimizer
 from training.tasks import VOCAB_SIZE, TaskSpec, batch_at_step, sequence_length
 from transformer.config import TransformerConfig
 from transformer.model import Decoder

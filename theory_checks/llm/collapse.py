@@ -33,9 +33,13 @@ from theory_checks.context import Profile, RunContext
 from theory_checks.llm.records import CollapseCurves
 from theory_checks.report.plotting import save
 from theory_checks.report.reproduction import FIG5_LENGTHS, draw_paper_markers, reproduction
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 
-ID, TITLE, PAPER_REF = "R4", "Representational collapse in a real LLM", "Theorem 4.2, Figure 5a-b"
+CHECK = Check(
+    "R4", "Representational collapse in a real LLM", "Theorem 4.2, Figure 5a-b",
+    claim="In a trained LLM, a prompt followed by n ones and the same with n + 1 ones (the "
+    "last token repeated) get last-token final states that approach each other as n grows.",
+)
 
 FIT_FROM = 8  # fit the trend past the first few tokens, where the prompt still dominates
 DTYPES_A = L.COLLAPSE_DTYPES  # panel (a) is also R6's data: float64 is its reference
@@ -161,12 +165,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "Per-head reading: the paper's 'averaged over each head' read as the last layer's "
         "attention outputs per head (before W_O); the paper does not name the tensor."
     )
-    return CheckResult(
-        id=ID,
-        title=TITLE,
-        paper_ref=PAPER_REF,
-        claim="In a trained LLM, a prompt followed by n ones and the same with n + 1 ones (the "
-        "last token repeated) get last-token final states that approach each other as n grows.",
+    return CHECK.result(
+        ctx,
         criterion=f"float32 L-inf distance of y at the last token falls with n: log-log slope "
         f"fitted over n >= {FIT_FROM} negative, for (a) the run of ones and (b) the "
         "random-digit pairs (a trend only: RoPE is not the theorem's decaying positional "
@@ -183,7 +183,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             **curves(lengths, {"ones": sweep_a, "digits": sweep_b},
                      {"ones": DTYPES_A, "digits": DTYPES_B}).entries(),
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"slope f32 ones {a['slope_float32']:.2f}, digits {b['slope_float32']:.2f}",
         setup=f"{L.describe_model(llm)}; {llm.tokenizer_name}. Pairs at the token level: the "
         f"ids of {prefix!r} then (a) n vs n + 1 copies of id {one} ('1'), {len(lengths)} "
@@ -193,7 +193,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"{', '.join(DTYPES_B)}); one prefill per format, every length branched off it "
         "(analysis.pair_sweep).",
         figures=figures,
-        seeds=(ctx.seed,),
         dtypes=DTYPES_A,
         notes=" ".join(notes),
         reproduction=tuple(entries),

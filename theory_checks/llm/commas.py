@@ -22,12 +22,12 @@ from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
 from theory_checks.llm.records import CommaCurves
 from theory_checks.report.plotting import save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 
-ID, TITLE, PAPER_REF = (
-    "R12",
-    "Commas keep a real LLM's runs apart",
-    "R12a (commas), Figure 5c-d",
+CHECK = Check(
+    "R12", "Commas keep a real LLM's runs apart", "R12a (commas), Figure 5c-d",
+    claim="Inserting a comma after every third one keeps the last-token states of the "
+    "n and n + 1 runs further apart than the plain run does.",
 )
 
 DTYPES = ("float32", "bfloat16")
@@ -79,12 +79,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     fig.suptitle(f"R12a / Figure 5c-d: {llm.name}, {L.FIG5_COPY_QUESTION!r} + ones, "
                  f"with / without ',' every {L.COMMA_EVERY}", fontsize=9)
     save(fig, path)
-    return CheckResult(
-        id=ID,
-        title=TITLE,
-        paper_ref=PAPER_REF,
-        claim="Inserting a comma after every third one keeps the last-token states of the "
-        "n and n + 1 runs further apart than the plain run does.",
+    return CHECK.result(
+        ctx,
         criterion=f"float32 L-inf distance of y, median over n >= n_max / {TAIL_FROM} "
         f"(n >= {n_max / TAIL_FROM:.0f}): with commas / without commas > 1.",
         measured={
@@ -106,7 +102,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "n_max": n_max,
             **CommaCurves(lengths=lengths, y_linf=y, heads_mean=heads).entries(),
         },
-        verdict=verdict_from(ok, reached),
+        ok=ok,
         key_number=f"commas/plain {ratio:.2f}" if reached
         else f"plain run not collapsing (slope {slope:.2f})",
         setup=f"{L.describe_model(llm)}; {llm.tokenizer_name}. Token-level runs after the "
@@ -114,7 +110,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"plain and with a ',' after every {L.COMMA_EVERY} ones; same weights in "
         f"{', '.join(DTYPES)}; one prefill per format and run.",
         figures=(rel,),
-        seeds=(ctx.seed,),
         dtypes=DTYPES,
         notes="With commas, the n + 1 sequence adds two tokens (',1') when n is a multiple of 3: "
         "those pairs differ by more than one repeated token; both subsets are reported. "

@@ -31,7 +31,6 @@ from transformer.loading import bundled
 from transformer.loading.chat import chat_format, declares_chat_template
 from transformer.model import Decoder
 
-
 # ---- which models ---------------------------------------------------------------------
 
 

@@ -20,9 +20,13 @@ from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
 from theory_checks.llm.records import PrecisionCurves
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 
-ID, TITLE, PAPER_REF = "R6", "Low precision collapses a real LLM sooner", "Section 5, Figure 5a"
+CHECK = Check(
+    "R6", "Low precision collapses a real LLM sooner", "Section 5, Figure 5a",
+    claim="The same trained weights in bfloat16 make the n vs n + 1 ones pair "
+    "indistinguishable at a shorter n than in float32.",
+)
 
 PREMISE = (
     "the bfloat16 pair collapses within the sweep (a measured collapse length or a "
@@ -94,12 +98,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         key = f"bfloat16 {fmt(got['bfloat16'])}, float32 {fmt(got['float32'])}"
     else:
         key = f"bf16 not collapsed to n = {n_max}; predicted {_fmt_pred(bf.predicted_length)}"
-    return CheckResult(
-        id=ID,
-        title=TITLE,
-        paper_ref=PAPER_REF,
-        claim="The same trained weights in bfloat16 make the n vs n + 1 ones pair "
-        "indistinguishable at a shorter n than in float32.",
+    return CHECK.result(
+        ctx,
         criterion="collapse length (analysis.collapse_lengths, float64 reference, L-inf of y) "
         "of bfloat16 below that of float32; not collapsing within the sweep counts as beyond "
         f"n_max = {n_max}.",
@@ -120,13 +120,12 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                               float32=rep.per_dtype["float32"].distance,
                               bfloat16=bf.distance).entries(),
         },
-        verdict=verdict_from(ok, reached),
+        ok=ok,
         key_number=key,
         setup=f"{L.describe_model(llm)}; Figure 5a's pairs as in the llm R4 check, "
         f"{len(lengths)} lengths n = 1..{n_max}; float64, float32 and bfloat16 copies of the "
         "same weights.",
         figures=(rel,),
-        seeds=(ctx.seed,),
         dtypes=L.COLLAPSE_DTYPES,
         notes=f"In bfloat16, {bf_frac:.0%} of the pairs with n > {n_max // 2} are "
         "indistinguishable; a collapse length near n_max rests on the last few n only. "

@@ -3,7 +3,6 @@ Figure 3's from the paper's Appendix C.1), and Figure 5's panels."""
 
 from __future__ import annotations
 
-
 # Figure 5 (Gemma 7B collapse): the question, then the sequence. The paper does not say what
 # separates them; one space (FIG5_SEPARATOR).
 FIG5_COUNT_QUESTION = "How many ones are in the following sequences?"

@@ -17,9 +17,13 @@ from analysis.sensitivity import estimate_sensitivity
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 
-ID, TITLE, PAPER_REF = "R11", "U-shaped sensitivity of a real LLM", "Section 5 (U-shape)"
+CHECK = Check(
+    "R11", "U-shaped sensitivity of a real LLM", "Section 5 (U-shape)",
+    claim="y_n is more sensitive to the first and the last input positions than to the "
+    "middle of the context.",
+)
 
 Z = 2.0  # an end counts as above the middle when estimate - Z * stderr exceeds it
 
@@ -69,12 +73,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     )
     ax.legend()
     save(fig, path)
-    return CheckResult(
-        id=ID,
-        title=TITLE,
-        paper_ref=PAPER_REF,
-        claim="y_n is more sensitive to the first and the last input positions than to the "
-        "middle of the context.",
+    return CHECK.result(
+        ctx,
         criterion=f"Hutchinson estimate of ||dy_n/dv_i^(0)||_F^2 at i = 1 and at i = n, each "
         f"minus {Z:g} standard errors, above the median over the middle half of positions.",
         measured={
@@ -90,14 +90,13 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "estimate": est,
             "stderr": se,
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"first/mid {est[0] / mid:.3g}, last/mid {est[-1] / mid:.3g}",
         setup=f"{L.describe_model(llm)}; {llm.tokenizer_name}; prompt ({llm.prompt_style}): "
         f"{L.fig5_prefix(L.FIG5_COPY_QUESTION)!r} + {n_digits} uniform digits (seed "
         f"{ctx.seed}), {n} tokens; float32; "
         f"{n_probes} Gaussian probes (seed {ctx.seed}).",
         figures=(rel,),
-        seeds=(ctx.seed,),
         dtypes=("float32",),
         model=llm.name,
         notes="Position 1 is the prompt's first token (an attention sink in most LLMs) and "

@@ -17,7 +17,6 @@ from theory_checks.llm.prompts import FIG5_PANELS
 from theory_checks.report.reproduction import FIG5_LENGTHS
 from transformer.model import Decoder
 
-
 COLLAPSE_DTYPES = ("float64", "float32", "bfloat16")
 
 

@@ -28,10 +28,14 @@ from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
 from theory_checks.llm.records import TaskAccuracy
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 from transformer.generate import greedy_batch
 
-ID, TITLE, PAPER_REF = "R5", "Counting and copying accuracy of a real LLM", "Figures 2-3"
+CHECK = Check(
+    "R5", "Counting and copying accuracy of a real LLM", "Figures 2-3",
+    claim="Counting (and copying) accuracy falls as the sequence grows; counting must fail "
+    "once the n and n + 1 sequences collapse.",
+)
 
 N_NEW = 6  # " 2001" is five tokens for a digit-splitting tokenizer, plus one spare
 
@@ -144,12 +148,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     if not L.one_token_per_digit(llm):
         notes.append("The tokenizer groups digits: a run is not one token per digit here.")
     example = next(p["text"] for p in prompts if p["task"] == "copy_last")
-    return CheckResult(
-        id=ID,
-        title=TITLE,
-        paper_ref=PAPER_REF,
-        claim="Counting (and copying) accuracy falls as the sequence grows; counting must fail "
-        "once the n and n + 1 sequences collapse.",
+    return CHECK.result(
+        ctx,
         criterion=f"for the counting tasks correct at n = {lengths[0]}: accuracy over the "
         f"{half} shortest lengths above that over the {half} longest (lengths "
         f"{list(lengths)}); copying reported.",
@@ -161,7 +161,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "prompt_example_copy_last": example,
             "outputs": records,
         },
-        verdict=verdict_from(ok, reached),
+        ok=ok,
         key_number=(
             f"count {short['count_ones']:.2f} -> {long['count_ones']:.2f}, sum "
             f"{short['sum']:.2f} -> {long['sum']:.2f}, last {short['copy_last']:.2f} -> "
@@ -172,7 +172,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"{N_NEW} greedy tokens each, batched through the KV cache "
         "(transformer.generate.greedy_batch).",
         figures=(rel,),
-        seeds=(ctx.seed,),
         dtypes=("float32",),
         notes=" ".join(notes),
         premise=PREMISE,

@@ -32,14 +32,16 @@ from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
 from theory_checks.llm.records import WindowCurves
 from theory_checks.report.plotting import save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 from transformer.model import Decoder
 from transformer.rebuild import rebuild
 
-ID, TITLE, PAPER_REF = (
+CHECK = Check(
     "R12b",
     "Sliding windows against collapse in a real LLM",
     "R12b, Appendix C.6 (argued, never run)",
+    claim="Sliding-window attention keeps the last-token states of the n and n + 1 runs "
+    "further apart than global attention with the same weights.",
 )
 
 MIN_PAST = 3
@@ -84,18 +86,13 @@ def sensitivity_summary(est: np.ndarray, window: int) -> dict:
 
 
 def _not_applicable(llm, ctx, reason: str) -> CheckResult:
-    return CheckResult(
-        id=ID,
-        title=TITLE,
-        paper_ref=PAPER_REF,
-        claim="Sliding-window attention keeps the last-token states of the n and n + 1 runs "
-        "further apart than global attention with the same weights.",
+    return CHECK.result(
+        ctx,
         criterion="does not apply to this model (see the premise).",
         measured={"layer_windows": layer_windows(llm.model)},
-        verdict=verdict_from(False, False),
+        ok=False,
         key_number=f"does not apply: {reason}",
         setup=L.describe_model(llm),
-        seeds=(ctx.seed,),
         dtypes=("float32",),
         notes=f"This check does not apply to {llm.name}: {reason}. That is not a failure: the "
         "comparison needs a model trained with sliding windows.",
@@ -183,12 +180,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                  f"{n_probes} probes)", fontsize=9)
     save(fig, path)
     n_past = int(past.sum())
-    return CheckResult(
-        id=ID,
-        title=TITLE,
-        paper_ref=PAPER_REF,
-        claim="Sliding-window attention keeps the last-token states of the n and n + 1 runs "
-        "further apart than global attention with the same weights.",
+    return CHECK.result(
+        ctx,
         criterion="median over the swept sequences longer than the window of "
         "(windowed y distance / windows-widened y distance), float32 L-inf, > 1.",
         measured={
@@ -206,7 +199,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             **{f"sensitivity_{k.replace(' ', '_')}": v for k, v in sens_summary.items()},
             **{f"sensitivity_profile_{k.replace(' ', '_')}": v for k, v in sens.items()},
         },
-        verdict=verdict_from(ok, True),
+        ok=ok,
         key_number=f"windowed/global {ratio:.3g} past the window",
         setup=f"{L.describe_model(llm)}; {llm.tokenizer_name}. Figure 5a's pairs (R4's sweep, "
         f"{len(lengths)} lengths to {max(lengths)}, {n_past} sequences longer than the "
@@ -216,7 +209,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"at least {SENSITIVITY_WINDOWS} windows), {n_probes} "
         f"Hutchinson probes (seed {ctx.seed}), windowed vs windows widened.",
         figures=(rel,),
-        seeds=(ctx.seed,),
         dtypes=("float32",),
         notes="Windowed/global distance ratios past the window: "
         + ", ".join(f"{k} {v:.3g} (per-head {head_ratios[k]:.3g})" for k, v in ratios.items())

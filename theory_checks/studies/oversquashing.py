@@ -42,13 +42,18 @@ from analysis.sensitivity import estimate_sensitivity
 from analysis.trace_estimation import products_used
 from theory_checks import llm as L
 from theory_checks.context import Profile, RunContext
-from theory_checks.studies.passage import PASSAGE
 from theory_checks.report.plotting import plt, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.studies.passage import PASSAGE
 
-ID = "S1"
-TITLE = "Over-squashing measured in real LLMs at long context"
-PAPER_REF = "Theorem 5.1, Section 5 (U-shape), measured"
+CHECK = Check(
+    "S1",
+    "Over-squashing measured in real LLMs at long context",
+    "Theorem 5.1, Section 5 (U-shape), measured",
+    claim="In a real LLM at long context, y_n is more sensitive to the first and the last "
+    "input positions than to the middle (U-shape), as Theorem 5.1's attention paths and "
+    "the residual predict.",
+)
 
 Z = 2.0  # error bars: Z times the estimator's error estimate
 # The estimator per budget, from the measured error against cost on SmolLM2-135M at n = 256
@@ -226,7 +231,7 @@ def snapshot(results: Sequence[dict]) -> dict:
     the README's S1 table quotes."""
     out = {}
     for r in results:
-        if r["id"] != ID:
+        if r["id"] != CHECK.id:
             continue
         for name, rec in r["measured"]["models"].items():
             entry = {"runtime_s": r["runtime_s"], "device": r["device"], "seeds": r["seeds"],
@@ -291,11 +296,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"{kind} {r['u_shape']['first_over_middle']:.3g}/{r['u_shape']['last_over_middle']:.3g}"
         for _, kind, r in finals
     )
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="In a real LLM at long context, y_n is more sensitive to the first and the last "
-        "input positions than to the middle (U-shape), as Theorem 5.1's attention paths and "
-        "the residual predict.",
+    return CHECK.result(
+        ctx,
         criterion=f"for every model and prompt kind at n = {longest}: t_1 and t_n (the "
         f"{method_for(sizes.products[-1])} estimate of ||dy_n/dv_i^(0)||_F^2) minus {Z:g} "
         "error estimates above the "
@@ -304,7 +306,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "judged.",
         measured={"sizes": dataclasses.asdict(sizes),
                   "methods": [method_for(k) for k in sizes.products], "z": Z, "models": study},
-        verdict=verdict_from(ok, premise_reached),
+        ok=ok,
         key_number=f"first/mid, last/mid at n = {longest}: {summary}",
         setup=f"{'; '.join(r['description'] for r in study.values())}; prompts: chat turns "
         f"({', '.join(KINDS)}) of exactly n tokens, n in {sizes.lengths}; "
@@ -313,7 +315,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"{sizes.products} products (VJPs + JVPs) at those n, seed {ctx.seed}; float32 "
         "weights, compute and softmax; path term with beta = 1 and head-averaged attention; "
         "bound with local constants, Frobenius norm (sqrt(d_model) x spectral).",
-        figures=figures, seeds=(ctx.seed,), dtypes=("float32",),
+        figures=figures, dtypes=("float32",),
         premise=f"the estimator resolves the middle: median relative error estimate over the "
         f"middle half of positions below {RESOLVED:g} for every model and kind at the "
         "longest n",

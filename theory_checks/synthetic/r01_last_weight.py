@@ -8,9 +8,13 @@ from analysis.fitting import loglog_slope
 from analysis.softmax import last_weight_gap
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 
-ID, TITLE, PAPER_REF = "R1", "A new element lowers the last softmax weight", "Lemma B.1"
+CHECK = Check(
+    "R1", "A new element lowers the last softmax weight", "Lemma B.1",
+    claim="For x = [a, c] and x* = [a, b, c] with bounded entries, softmax(x)_n > "
+    "softmax(x*)_(n+1), and the gap tends to 0 as n grows.",
+)
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
@@ -39,10 +43,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax.set_title(f"R1 Lemma B.1: entries ~ U[-1,1], float64, seed {ctx.seed}")
     ax.legend()
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="For x = [a, c] and x* = [a, b, c] with bounded entries, softmax(x)_n > "
-        "softmax(x*)_(n+1), and the gap tends to 0 as n grows.",
+    return CHECK.result(
+        ctx,
         criterion="gap > 0 in every trial at every n, and the fitted log-log slope of the mean "
         "gap against n is <= -1.5 (the analytic rate is -2).",
         measured={
@@ -50,8 +52,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "min_gap": float(gaps.min()), "mean_gap_first": float(mean_gap[0]),
             "mean_gap_last": float(mean_gap[-1]), "loglog_slope": slope,
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"slope {slope:.2f}, min gap {gaps.min():.1e}",
         setup=f"{trials} random trials, a, b, c ~ U[-1, 1], n up to {max(lengths)}, float64 NumPy.",
-        figures=(rel,), seeds=(ctx.seed,), dtypes=("float64",),
+        figures=(rel,), dtypes=("float64",),
     )

@@ -14,9 +14,12 @@ from theory_checks.report.reproduction import (
     paper_lengths,
     reproduction,
 )
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 
-ID, TITLE, PAPER_REF = "R2", "Total variation of softmaxes vanishes", "Lemma B.2, Figure 9"
+CHECK = Check(
+    "R2", "Total variation of softmaxes vanishes", "Lemma B.2, Figure 9",
+    claim="If x and x* agree asymptotically, TV(softmax x, softmax x*) tends to 0 as n grows.",
+)
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
@@ -48,9 +51,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax.set_title(f"R2 / Figure 9: k = {k}, U[0, 0.1] noise, float64, seeds {seeds[0]}..{seeds[-1]}")
     ax.legend()
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="If x and x* agree asymptotically, TV(softmax x, softmax x*) tends to 0 as n grows.",
+    return CHECK.result(
+        ctx,
         criterion="for each of 5 seeds the log-log slope of TV against n (n >= 2k) is <= -0.8 "
         "(the expected rate is -1).",
         measured={
@@ -59,7 +61,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "mean_tv_at_paper_n": dict(zip(entry["n"], entry["ours"])),
             "figure9_reproduced": entry["reproduced"],
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"worst slope {worst:.2f}, TV(n_max) {exp.tv_max[-1]:.1e}",
         setup=f"x_i ~ U[0, 1], x* = x + U[0, 0.1] on the first k = {k} entries; n from {k} "
         f"to {n_max}; float64 NumPy.",

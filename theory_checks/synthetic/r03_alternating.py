@@ -7,9 +7,13 @@ import numpy as np
 from analysis.softmax import ALTERNATING_TV, alternating_tv
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult
+from theory_checks.result import Check, CheckResult
 
-ID, TITLE, PAPER_REF = "R3", "Alternating sequences keep their distance", "Proposition B.4"
+CHECK = Check(
+    "R3", "Alternating sequences keep their distance", "Proposition B.4",
+    claim="For x = (1, 0, 1, 0, ...) and x* = (0, 1, 0, 1, ...) the total variation of "
+    "their softmaxes is 2(e-1)/(e+1) for every even n: it does not vanish.",
+)
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
@@ -32,10 +36,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax.set_title("R3 Prop. B.4: x = (1,0,1,0,...), x* = (0,1,0,1,...), float64")
     ax.legend()
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="For x = (1, 0, 1, 0, ...) and x* = (0, 1, 0, 1, ...) the total variation of "
-        "their softmaxes is 2(e-1)/(e+1) for every even n: it does not vanish.",
+    return CHECK.result(
+        ctx,
         criterion="|TV - 2(e-1)/(e+1)| <= 1e-12 (float64) at every even n tested; the verdict "
         "is 'boundary' because this run lies outside R4's decay assumption on purpose.",
         measured={"n_values": len(lengths), "n_max": lengths[-1], "max_abs_error": err,

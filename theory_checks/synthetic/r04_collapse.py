@@ -34,7 +34,6 @@ from analysis.synthetic_collapse import (
     reading_applies,
     synthetic_pair_distances,
 )
-from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, plt, save
 from theory_checks.report.reproduction import (
@@ -44,9 +43,15 @@ from theory_checks.report.reproduction import (
     readings_that_reproduce,
     reproduction,
 )
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import describe, random_model
 
-ID, TITLE, PAPER_REF = "R4", "Representational collapse", "Theorem 4.2 / B.3, Figures 8 and 10"
+CHECK = Check(
+    "R4", "Representational collapse", "Theorem 4.2 / B.3, Figures 8 and 10",
+    claim="A sequence [x, v_a] and the same sequence with its last token repeated, "
+    "[x, v_a, v_a], get last-token representations whose distance tends to 0 as n grows, "
+    "when positional information decays with distance.",
+)
 
 ENCODINGS = ("none", "rope", "alibi", "sinusoidal")
 SERIES = {"none": "NoPE", "rope": "RoPE", "alibi": "ALiBi", "sinusoidal": "APE"}
@@ -220,11 +225,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     if ape_boundary:
         notes.append("In the stricter embeddings experiment APE (residual stream, copy at n + 1) "
                      f"does not decay (slope {slopes['sinusoidal']:.2f}), as expected.")
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="A sequence [x, v_a] and the same sequence with its last token repeated, "
-        "[x, v_a, v_a], get last-token representations whose distance tends to 0 as n grows, "
-        "when positional information decays with distance.",
+    return CHECK.result(
+        ctx,
         criterion=f"mean L1 distance falls: log-log slope <= -0.5 for NoPE (expected -1) and < 0 "
         f"for RoPE, in every reading of the paper's protocol (fitted over n >= "
         f"{PROTOCOL_FIT_FROM}) and in the embeddings experiment (n >= {FIT_FROM}). ALiBi "
@@ -246,7 +248,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                for pe in ENCODINGS},
             "embeddings_n_max": n_max, "ape_shows_no_collapse": bool(ape_boundary),
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number="Fig. 10 reproduces for " + (
             ", ".join(s for s, v in per_series.items() if v) or "no series")
         + f"; NoPE slope {slopes['none']:.2f} (embeddings)",

@@ -6,13 +6,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.collapse import PairFamily, collapse_lengths, collapse_sweep
-from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import describe, random_model
 from transformer import rebuild
 
-ID, TITLE, PAPER_REF = "R5", "Counting is impossible on collapsed pairs", "Corollary B.10"
+CHECK = Check(
+    "R5", "Counting is impossible on collapsed pairs", "Corollary B.10",
+    claim="Sequences with n and n + 1 copies of a token need different counts, but once "
+    "their last-token representations are equal in the model's float format the model "
+    "gives them the same output, so at least one answer is wrong.",
+)
 
 PROMPT, ONE = (1, 2, 3, 4), 7  # "How many ones ...?" stand-in, then the run of ones
 FORMATS = ("float16", "bfloat16")
@@ -84,15 +89,12 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax.set_title(f"R5: counting pairs n vs n+1 ones, 2-layer NoPE decoder, seed {ctx.seed}")
     ax.legend()
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="Sequences with n and n + 1 copies of a token need different counts, but once "
-        "their last-token representations are equal in the model's float format the model "
-        "gives them the same output, so at least one answer is wrong.",
+    return CHECK.result(
+        ctx,
         criterion="for every bit-identical pair (float16 and bfloat16) the model's argmax "
         "answers for n and n + 1 coincide (premise: at least one such pair in the sweep).",
         measured=measured,
-        verdict=verdict_from(ok, premise_reached),
+        ok=ok,
         premise=PREMISE,
         premise_reached=premise_reached,
         to_reach_premise="" if premise_reached else (
@@ -103,7 +105,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         setup=f"{describe(model)}, default init; prompt of {len(PROMPT)} tokens then n copies of "
         f"one token, n = 1..{n_max} step {step}; every format runs the same weights with "
         "softmax and norms in that format; states compared bit for bit.",
-        figures=(rel,), seeds=(ctx.seed,), dtypes=("float32",) + FORMATS,
+        figures=(rel,), dtypes=("float32",) + FORMATS,
         notes="The answer here is the argmax over the vocabulary of an untrained model; what "
         "the corollary needs is only that equal states give equal outputs, and that n and n+1 "
         "have different correct counts.",

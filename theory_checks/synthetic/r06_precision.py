@@ -7,12 +7,17 @@ import math
 import numpy as np
 
 from analysis.collapse import PairFamily, collapse_lengths, collapse_sweep
-from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import UNIT_ROUNDOFF, new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import describe, random_model
 
-ID, TITLE, PAPER_REF = "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5"
+CHECK = Check(
+    "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5",
+    claim="Distances that shrink with n fall below a format's resolution sooner the fewer "
+    "significant bits it has: bfloat16 (8) and float16 (11) collapse far earlier than "
+    "float32 (24).",
+)
 
 FORMATS = ("float64", "float32", "float16", "bfloat16")
 MAX_PREDICTION_FACTOR = 4.0  # measured and predicted collapse lengths within this factor
@@ -72,11 +77,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax.legend()
     save(fig, path)
     fmt = lambda v: "none" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))  # noqa
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="Distances that shrink with n fall below a format's resolution sooner the fewer "
-        "significant bits it has: bfloat16 (8) and float16 (11) collapse far earlier than "
-        "float32 (24).",
+    return CHECK.result(
+        ctx,
         criterion="measured collapse length (first n from which the pair is bit-identical or "
         "its true distance is below the format's measured rounding-noise floor) of bfloat16 and "
         "float16 below float32's (not collapsing within the sweep counts as beyond it), and "
@@ -91,7 +93,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "n_max": n_max,
             "sweep_reaches_collapse": reaches,
         },
-        verdict=verdict_from(ok, premise_reached),
+        ok=ok,
         premise=PREMISE,
         premise_reached=premise_reached,
         to_reach_premise="" if premise_reached else (
@@ -102,5 +104,5 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         setup=f"{describe(model)} cast to each format (parameters, compute, softmax and norms); "
         f"pairs: 4 prompt tokens + n vs n+1 copies of a token, n = 1..{n_max}; float64 is the "
         "reference for the true distance and the rounding noise.",
-        figures=(rel,), seeds=(ctx.seed,), dtypes=FORMATS,
+        figures=(rel,), dtypes=FORMATS,
     )

@@ -8,12 +8,17 @@ import numpy as np
 from analysis.bound import path_bound
 from analysis.bound_report import bound_report
 from analysis.sensitivity import sensitivity_profile
-from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import plt, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 
-ID, TITLE, PAPER_REF = "R7", "Over-squashing bound by attention paths", "Theorem 5.1 / B.5"
+CHECK = Check(
+    "R7", "Over-squashing bound by attention paths", "Theorem 5.1 / B.5",
+    claim="With attention frozen and each norm a constant 1/beta, ||dy_n/dv_i^(0)|| is "
+    "bounded by C times the (n, i) entry of the product of (Lambda^(l)/beta_1 + I) over "
+    "layers, with the value/output projection norms and the MLP Lipschitz constants.",
+)
 
 # The theorem's setting, varied over what the bound must survive.
 THEOREM_SETTINGS = (
@@ -75,11 +80,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         ax.legend(fontsize=8)
     fig.suptitle(f"R7: {n_layers}-layer decoders, n = {n}, float64", fontsize=10)
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="With attention frozen and each norm a constant 1/beta, ||dy_n/dv_i^(0)|| is "
-        "bounded by C times the (n, i) entry of the product of (Lambda^(l)/beta_1 + I) over "
-        "layers, with the value/output projection norms and the MLP Lipschitz constants.",
+    return CHECK.result(
+        ctx,
         criterion="zero positions where the measured spectral norm exceeds the bound, over "
         f"{len(THEOREM_SETTINGS)} architectures x {len(seeds)} seeds (frozen attention, constant "
         "norm), and the bound is not vacuous: max measured/bound > 1e-6. The live model's "
@@ -91,7 +93,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "live_ratio_max": live_rep["ratio_max"], "live_spearman": live_rep["spearman"],
             "live_violations": live_rep["n_violations"],
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"{violations} violations / {compared}, tightness {best_tightness:.2g}",
         setup=f"{describe(example[0])} and variants {THEOREM_SETTINGS}; weights N(0, 0.3^2); "
         f"n = {n} random tokens. Live model: {describe(live)}, bound with local constants "

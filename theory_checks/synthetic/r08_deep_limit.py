@@ -8,12 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.spectral import convergence_rate, deep_limit, distance_to_first_column
-from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 
-ID, TITLE, PAPER_REF = "R8", "Deep limit: only the first token survives", "Proposition 5.2 / B.8"
+CHECK = Check(
+    "R8", "Deep limit: only the first token survives", "Proposition 5.2 / B.8",
+    claim="With the same causal attention Lambda in every layer (every row but the first "
+    "with >= 2 non-zeros), ((Lambda + I)/2)^L tends to the matrix whose first column is 1: "
+    "y_n becomes sensitive to the first token only.",
+)
 
 
 MAX_DEPTH = 20_000
@@ -66,11 +71,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax.set_title(f"R8: Lambda from a random 1-layer RoPE decoder, n = {n}, float64, seed {ctx.seed}")
     ax.legend()
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="With the same causal attention Lambda in every layer (every row but the first "
-        "with >= 2 non-zeros), ((Lambda + I)/2)^L tends to the matrix whose first column is 1: "
-        "y_n becomes sensitive to the first token only.",
+    return CHECK.result(
+        ctx,
         criterion="the fitted geometric rate of the distance to 1 e_1^T matches (1 + lambda_2)/2 "
         "(relative error of log-rates <= 5%) and the distance at the largest depth is <= 1e-8.",
         measured={
@@ -80,7 +82,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "first_column_at_max_depth_min": float(limit[:, 0].min()),
             "min_nonzeros_below_first_row": min_nonzeros, "depth_needed": depth_needed,
         },
-        verdict=verdict_from(ok, premise_reached),
+        ok=ok,
         premise=PREMISE,
         premise_reached=premise_reached,
         to_reach_premise="" if premise_reached else (
@@ -90,5 +92,5 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         key_number=f"rate {fitted:.4f} vs {predicted:.4f}",
         setup=f"Lambda = head 0 of {describe(model)} on {n} random tokens (weights N(0, 0.4^2)); "
         f"depths {depths[0]}..{l_max}.",
-        figures=(rel,), seeds=(ctx.seed,), dtypes=("float64",),
+        figures=(rel,), dtypes=("float64",),
     )

@@ -11,11 +11,16 @@ from analysis.spectral import (
     ordered_product,
     spectrum_check,
 )
-from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 
-ID, TITLE, PAPER_REF = "R9", "Spectra of causal attention", "Lemmas B.6, B.7"
+CHECK = Check(
+    "R9", "Spectra of causal attention", "Lemmas B.6, B.7",
+    claim="A lower-triangular row-stochastic matrix has its diagonal as eigenvalues, all in "
+    "[0, 1], largest 1 with the all-ones eigenvector, simple when every row but the first "
+    "has >= 2 non-zeros; products of such matrices are again triangular row-stochastic.",
+)
 
 
 def run(profile: Profile, ctx: RunContext) -> CheckResult:
@@ -47,11 +52,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             products_ok &= is_row_stochastic(prod, atol=1e-12) and is_lower_triangular(prod)
     ok = (triangular and worst_mismatch <= 1e-10 and worst_ones <= 1e-12 and largest_ok
           and simple_ok and in_unit_interval and products_ok)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="A lower-triangular row-stochastic matrix has its diagonal as eigenvalues, all in "
-        "[0, 1], largest 1 with the all-ones eigenvector, simple when every row but the first "
-        "has >= 2 non-zeros; products of such matrices are again triangular row-stochastic.",
+    return CHECK.result(
+        ctx,
         criterion="every captured attention matrix lower-triangular, and on each: |diagonal - LAPACK eigenvalues| <= 1e-10, "
         "||Lambda 1 - 1||_inf <= 1e-12, largest eigenvalue 1, eigenvalue 1 simple, eigenvalues in "
         "[0, 1]; every per-head product over layers triangular and row-stochastic (1e-12).",
@@ -62,7 +64,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "one_is_simple": bool(simple_ok), "eigs_in_unit_interval": bool(in_unit_interval),
             "products_triangular_row_stochastic": bool(products_ok),
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"{matrices} matrices, eig err {worst_mismatch:.1e}",
         setup=f"captured patterns of {describe(model)} (weights N(0, 0.3^2)), n = {n}, "
         f"seeds {list(seeds)}.",

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from analysis.counting import counting_contrast
-from theory_checks.synthetic.models import F64, describe, random_model
 from theory_checks.context import Profile, RunContext
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import F64, describe, random_model
 
-ID, TITLE, PAPER_REF = "R10", "No positions, no mask: counting is lost", "Proposition 6.1 / B.9"
+CHECK = Check(
+    "R10", "No positions, no mask: counting is lost", "Proposition 6.1 / B.9",
+    claim="Without positional encodings and without the causal mask, sequences with the "
+    "same ratio of token types give every '1' and every '0' the same representation at "
+    "every layer, though their counts differ.",
+)
 
 ONE, ZERO = 5, 6  # token ids playing "1" and "0"
 
@@ -25,11 +30,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     invariant = spreads["bidirectional_nope"].max_diff
     contrasts = {name: s.max_diff for name, s in spreads.items() if name != "bidirectional_nope"}
     ok = invariant <= 1e-12 and min(contrasts.values()) > 1e-6
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="Without positional encodings and without the causal mask, sequences with the "
-        "same ratio of token types give every '1' and every '0' the same representation at "
-        "every layer, though their counts differ.",
+    return CHECK.result(
+        ctx,
         criterion="max |difference| between the states of equal tokens across the sequences, "
         "over all layers, <= 1e-12 (float64) for the bidirectional NoPE model; > 1e-6 for the "
         "same weights with a causal mask, with sinusoidal positions and with RoPE.",
@@ -37,9 +39,9 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                   "bidirectional_nope_max_diff": invariant,
                   **{f"{k}_max_diff": v for k, v in contrasts.items()},
                   "per_level_nope": spreads["bidirectional_nope"].per_level},
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"NoPE diff {invariant:.1e}, contrast min {min(contrasts.values()):.1e}",
         setup=f"{describe(model)}, bidirectional, weights N(0, 0.3^2); sequences 1^k 0^k for "
         f"k = 1, 2, 3, {k_max} and (10)^4.",
-        figures=(), seeds=(ctx.seed,), dtypes=("float64",),
+        figures=(), dtypes=("float64",),
     )

@@ -6,12 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.sensitivity import sensitivity_profile
-from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import new_figure, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import F64, describe, random_model, random_tokens
 
-ID, TITLE, PAPER_REF = "R11", "U-shaped sensitivity over positions", "Section 5 (U-shape)"
+CHECK = Check(
+    "R11", "U-shaped sensitivity over positions", "Section 5 (U-shape)",
+    claim="The topology of causal attention favours early tokens (more paths, R7) and the "
+    "residual/recency favours the last ones, so y_n is least sensitive to the middle.",
+)
 
 JUDGED = ("none", "rope")  # no built-in recency bias: topology and residual only
 SHOWN = ("alibi",)  # a recency bias, shown for contrast (favours the last tokens)
@@ -56,16 +60,14 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax.set_title(f"R11: {n_layers}-layer decoders, LayerNorm, n = {n}, float64, seed {seeds[0]}")
     ax.legend()
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="The topology of causal attention favours early tokens (more paths, R7) and the "
-        "residual/recency favours the last ones, so y_n is least sensitive to the middle.",
+    return CHECK.result(
+        ctx,
         criterion="for every seed and every positional encoding without a recency bias (NoPE, "
         "RoPE): ||dy_n/dv_1|| and ||dy_n/dv_n|| both exceed the median over the middle half "
         "of the positions. ALiBi (a recency bias) is shown, not judged.",
         measured={f"{pe}_end_ratios(first,last)": ratios[pe] for pe in ratios}
         | {"u_shaped_runs": int(sum(u_shaped)), "judged_runs": len(u_shaped)},
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"U-shape in {sum(u_shaped)}/{len(u_shaped)} runs",
         setup=f"{describe(model)} (and NoPE/RoPE/ALiBi variants), weights N(0, 0.3^2), n = {n} "
         "random tokens, live attention, Frobenius norms.",

@@ -6,12 +6,16 @@ import numpy as np
 
 from analysis.collapse import PairFamily, SequenceFamily, collapse_lengths, collapse_sweep
 from analysis.fitting import loglog_slope
-from theory_checks.synthetic.models import describe, random_model
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import plt, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
+from theory_checks.synthetic.models import describe, random_model
 
-ID, TITLE, PAPER_REF = "R12", "Separators and sliding windows keep pairs apart", "Section 6"
+CHECK = Check(
+    "R12", "Separators and sliding windows keep pairs apart", "Section 6",
+    claim="Extra tokens in long repetitive runs (a comma every third digit) keep the "
+    "representations apart, and a sliding window bounds how far the softmax spreads.",
+)
 
 ONE, SEP, PROMPT = 7, 9, (1, 2, 3, 4)
 EVERY = 3  # a comma every third digit, as in the paper's Gemma experiment
@@ -80,10 +84,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         ax.legend(fontsize=8)
     fig.suptitle("R12: mitigations against the unmitigated run, float64", fontsize=10)
     save(fig, path)
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="Extra tokens in long repetitive runs (a comma every third digit) keep the "
-        "representations apart, and a sliding window bounds how far the softmax spreads.",
+    return CHECK.result(
+        ctx,
         criterion="(a) at the largest n the pair distance with separators exceeds the plain "
         f"run's; (b) with a window of {WINDOW} the repeated-last-token distance at the largest "
         f"n exceeds the global model's and stops decaying (slope over n >= {4 * WINDOW} above "
@@ -96,7 +98,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "window_slope_far": window_slope, "global_slope_far": global_slope,
             "n_max": n_max,
         },
-        verdict=verdict_from(ok),
+        ok=ok,
         key_number=f"sep x{sep_ratio:.1f}, window x{window_ratio:.1f}",
         setup=f"(a) {describe(model_a)}, prompt + n ones with/without a separator every "
         f"{EVERY}; (b) {describe(model_b)} vs the same weights without a window, random "

@@ -8,15 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from analysis.sensitivity import sensitivity_profile
-from theory_checks.result import combined
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import plt, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult, combined
 from theory_checks.trained.recipes import recipe, trained_model
 from training.tasks import make_batch
 from training.train import evaluate
 
-ID, TITLE, PAPER_REF = "R11", "Trained copy-first vs copy-last", "Section 5 (U-shape), Fig. 1"
+CHECK = Check(
+    "R11", "Trained copy-first vs copy-last", "Section 5 (U-shape), Fig. 1",
+    claim="Retrieval is easiest near the ends of the context (U-shape): y_n is more "
+    "sensitive to the first and last positions than to the middle, and copying the last "
+    "element fails first as the length grows.",
+)
 
 TASKS = ("copy_first", "copy_last")
 FAIL_BELOW = 0.9  # accuracy under which a length counts as failed
@@ -160,11 +164,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     if both_learned and not some_failure:
         to_reach.append(f"evaluation beyond n = {max(lengths)} (neither model fails up to there)")
     size = "reduced" if ctx.reduced else "full"
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="Retrieval is easiest near the ends of the context (U-shape): y_n is more "
-        "sensitive to the first and last positions than to the middle, and copying the last "
-        "element fails first as the length grows.",
+    return CHECK.result(
+        ctx,
         criterion=f"(1) copy_last's failure length (first n beyond training with accuracy < "
         f"{FAIL_BELOW}; none = {beyond}) <= copy_first's; (2) for both trained models, "
         "max ||dy_n/dv_i|| over the first two positions and over the last two both exceed the "
@@ -183,7 +184,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "final_loss": {name: info[name]["final_loss"] for name in TASKS},
             "train_time_s": {name: info[name]["train_time_s"] for name in TASKS},
         },
-        verdict=verdict_from(ok, premise_reached),
+        ok=ok,
         premise=PREMISE,
         premise_reached=premise_reached,
         to_reach_premise="" if premise_reached else "; ".join(to_reach),
@@ -192,6 +193,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         setup="; ".join(recs[name].describe() for name in TASKS)
         + f". Evaluated at n = {lengths} ({SHORT_EXAMPLES[size]} examples each up to "
         f"{LENGTHS[size][0][-1]}, then {LENGTHS[size][1]} examples); sensitivity in float32.",
-        figures=(rel,), seeds=(ctx.seed,), dtypes=("float32",),
+        figures=(rel,), dtypes=("float32",),
         notes=" ".join(notes),
     )

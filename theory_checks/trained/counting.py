@@ -15,7 +15,7 @@ import numpy as np
 from analysis.collapse import collapse_lengths
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import UNIT_ROUNDOFF, plt, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult
 from theory_checks.trained.recipes import (
     corollary_b10,
     nearest_state_count,
@@ -25,7 +25,12 @@ from theory_checks.trained.recipes import (
 )
 from training.tasks import COUNT_0
 
-ID, TITLE, PAPER_REF = "R5", "Trained counter: collapse and Corollary B.10", "Corollary B.10"
+CHECK = Check(
+    "R5", "Trained counter: collapse and Corollary B.10", "Corollary B.10",
+    claim="Once the last-token states of n and n + 1 ones are equal in the model's float "
+    "format, the model gives both the same answer, so at least one is wrong; low "
+    "precision (bfloat16) reaches that point within a few hundred ones.",
+)
 
 CHAIN = "count_ones_nope"  # the judged model: the theorem's setting
 CONTRAST = "count_ones"  # RoPE, reported for contrast
@@ -155,11 +160,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         to_reach.append(f"a sweep beyond n = {n_max}: no bit-identical bfloat16 pair up to there; "
                         f"the fitted decay meets bfloat16's round-off at n ~ {_fmt(predicted)} "
                         "(bit-identity of every coordinate needs a longer run still)")
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="Once the last-token states of n and n + 1 ones are equal in the model's float "
-        "format, the model gives both the same answer, so at least one is wrong; low "
-        "precision (bfloat16) reaches that point within a few hundred ones.",
+    return CHECK.result(
+        ctx,
         criterion="(1) for both counters, in every format, every n with y(n) == y(n+1) bit for "
         "bit has equal argmax answers and at least one of them wrong; (2) the NoPE counter's "
         f"float64 pair distance falls with n (log-log slope over n = 1..{n_max} < 0).",
@@ -189,7 +191,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                 "train_time_s": info[name]["train_time_s"],
             } for name in MODELS},
         },
-        verdict=verdict_from(ok, premise_reached),
+        ok=ok,
         premise=PREMISE,
         premise_reached=premise_reached,
         to_reach_premise="; ".join(to_reach),
@@ -201,7 +203,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         setup="; ".join(recs[name].describe() for name in MODELS)
         + f". Pairs n = 1..{n_max}; each format runs the same weights entirely in that dtype "
         "(softmax included); float64 is the reference.",
-        figures=(rel,), seeds=(ctx.seed,), dtypes=FORMATS,
+        figures=(rel,), dtypes=FORMATS,
         notes=" ".join(notes),
     )
 

@@ -16,15 +16,18 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.collapse import collapse_lengths
-from theory_checks.result import combined
 from theory_checks.context import Profile, RunContext
 from theory_checks.report.plotting import plt, save
-from theory_checks.result import CheckResult, verdict_from
+from theory_checks.result import Check, CheckResult, combined
 from theory_checks.trained.recipes import recipe, recipe_query_states, trained_model
 from training.tasks import sequence_length
 
-ID, TITLE = "R12", "Trained counters with separators / a window"
-PAPER_REF = "Section 6 (mitigations)"
+CHECK = Check(
+    "R12", "Trained counters with separators / a window", "Section 6 (mitigations)",
+    claim="Separators inserted into a long run keep the representations of n and n + 1 "
+    "apart (later collapse); a sliding window bounds how far the softmax spreads, so what "
+    "the last token sees is limited to its receptive field.",
+)
 
 # encoding -> (plain counter, the same with ',' every 4 ones)
 SEPARATOR_PAIRS = {"NoPE": ("count_ones_nope", "count_ones_nope_sep4"),
@@ -174,11 +177,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                  f"query cannot see past n = {n_rf}: states there are equal by construction and "
                  "the windowed counter cannot count beyond it (a mitigation for dilution, not "
                  "for counting).")
-    return CheckResult(
-        id=ID, title=TITLE, paper_ref=PAPER_REF,
-        claim="Separators inserted into a long run keep the representations of n and n + 1 "
-        "apart (later collapse); a sliding window bounds how far the softmax spreads, so what "
-        "the last token sees is limited to its receptive field.",
+    return CHECK.result(
+        ctx,
         criterion="(a) separators, for every encoding whose plain counter collapses: bfloat16 "
         f"collapse length with ',' every 4 >= without (none = {beyond}), and the median over "
         "n of the content-matched float64 relative pair distance with separators >= without; "
@@ -204,7 +204,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             "train_accuracy_float32": train_acc,
             "final_loss": {name: info[name]["final_loss"] for name in MODELS},
         },
-        verdict=verdict_from(ok, premise_reached),
+        ok=ok,
         premise=PREMISE,
         premise_reached=premise_reached,
         to_reach_premise="" if premise_reached else (
@@ -217,7 +217,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         + f"; window equal beyond n={n_rf}: {window_equal}",
         setup="; ".join(recs[name].describe() for name in MODELS)
         + f". Pairs n = 1..{n_max}, formats {FORMATS} (each entirely in that dtype).",
-        figures=(rel_path,), seeds=(ctx.seed,), dtypes=FORMATS,
+        figures=(rel_path,), dtypes=FORMATS,
         notes=" ".join(notes),
     )
 

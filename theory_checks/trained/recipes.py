@@ -32,11 +32,11 @@ from flax import nnx
 from analysis.collapse import CollapseSweep
 from theory_checks.context import RunStore
 from training.checkpoint import config_to_dict, load_checkpoint, save_checkpoint
+from training.tasks import COUNT_0, VOCAB_SIZE, TaskSpec, make_batch, sequence_length
+from training.train import TrainSpec, train
 from transformer.config import DTYPES, TransformerConfig
 from transformer.model import Decoder
 from transformer.rebuild import rebuild
-from training.tasks import COUNT_0, VOCAB_SIZE, TaskSpec, make_batch, sequence_length
-from training.train import TrainSpec, train
 
 CACHE_ENV = "THEORY_CHECKS_CACHE"
 
