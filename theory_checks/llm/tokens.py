@@ -17,10 +17,7 @@ task-accuracy check (R5) needs the model's own tokenizer and raises a ValueError
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from theory_checks.llm.models import LLM
+from typing import Protocol
 
 
 class ByteTokenizer:
@@ -42,21 +39,31 @@ class ByteTokenizer:
         return bytes(int(i) % 256 for i in ids).decode("utf-8", errors="replace")
 
 
+class Tokenized(Protocol):
+    """What the facts below need of a loaded checkpoint (`theory_checks.llm.models.LLM`)."""
+
+    def encode(self, text: str, *, special: bool = True) -> list[int]: ...
+
+    def tokens(self, text: str) -> list[str]: ...
+
+    def single_id(self, text: str) -> int: ...
+
+
 # Texts whose tokenisation the llm checks report (R6's tokenisation caveat, R12a's commas).
 PROBE_TEXTS = ("1111", "1 1 1 1", "1,1,1,1", "111,111,111", "0123456789")
 
 
-def tokenization_facts(llm: LLM, texts: Sequence[str] = PROBE_TEXTS) -> dict[str, list[str]]:
+def tokenization_facts(llm: Tokenized, texts: Sequence[str] = PROBE_TEXTS) -> dict[str, list[str]]:
     """How the tokenizer splits each text: {text: [token strings]}."""
     return {text: llm.tokens(text) for text in texts}
 
 
-def one_token_per_digit(llm: LLM, digit: str = "1", n: int = 12) -> bool:
+def one_token_per_digit(llm: Tokenized, digit: str = "1", n: int = 12) -> bool:
     """Whether the text of n copies of `digit` tokenises as n copies of its single id."""
     return llm.encode(digit * n, special=False) == [llm.single_id(digit)] * n
 
 
-def matches_text(llm: LLM, prefix: str, ids_after: Sequence[int], text_after: str) -> bool:
+def matches_text(llm: Tokenized, prefix: str, ids_after: Sequence[int], text_after: str) -> bool:
     """Whether encode(prefix) + ids_after is what the tokenizer makes of prefix + text_after
     (the token-level pair is then exactly the model's view of the text)."""
     return llm.encode(prefix) + list(ids_after) == llm.encode(prefix + text_after)
