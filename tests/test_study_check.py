@@ -93,7 +93,7 @@ def test_study_result(result, checkpoint):
 
 def test_readme_table_quotes_the_recorded_run():
     """The README's S1 table (n = 2048) against docs/s1_snapshot.json, the recorded run's
-    numbers (`study_oversquashing.snapshot` of its results.json)."""
+    numbers (`theory_checks.studies.oversquashing.snapshot` of its results.json)."""
     import re
     from pathlib import Path
 
