@@ -89,7 +89,7 @@ def test_log_bound_stays_finite_where_the_float32_bound_overflows():
 
     nnx.update(wide, jax.tree_util.tree_map_with_path(scaled, nnx.state(wide, nnx.Param)))
     small = rebuild(wide, dtype="float32", param_dtype="float32",
-                           softmax_dtype="float32")
+                    softmax_dtype="float32")
     ref = np.log(np.asarray(path_bound(wide, TOKENS)))
     assert np.isfinite(ref).all() and ref.max() > np.log(np.finfo(np.float32).max)
     np.testing.assert_allclose(log_path_terms(small, TOKENS).log_bound, ref, rtol=1e-5)

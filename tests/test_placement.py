@@ -43,7 +43,7 @@ with placement.simulate(accelerator=acc, host=host):
     out["logits64"], out["logits32"], out["logits16"] = (
         where(m(tokens)) for m in (m64, m32, m16))
     same = np.asarray(m32(tokens)) - np.asarray(rebuild(m64, dtype="float32",
-                                                param_dtype="float32")(tokens))
+                                                        param_dtype="float32")(tokens))
     out["same_numbers"] = float(np.abs(same).max())
     sweep = collapse_sweep(m32, SequenceFamily((1, 2, 3, 4, 5, 6)), [3, 5],
                            dtypes=("float64", "float32", "bfloat16"))

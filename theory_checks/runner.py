@@ -9,9 +9,9 @@ from pathlib import Path
 
 import jax
 
+from transformer import placement
 from theory_checks.context import Profile, RunContext, device_description
 from theory_checks.result import CheckResult
-from transformer import placement
 
 # Result id -> module of theory_checks (a family sub-package: synthetic, trained, llm, studies)
 # exposing `run(profile, ctx) -> CheckResult`. The `quick` and `paper` profiles run the
