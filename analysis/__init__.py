@@ -19,7 +19,7 @@ from analysis.collapse import (
     repeated_last_pair,
     separated_digits,
 )
-from analysis.counting import counting_contrast, ratio_invariance, same_weights, token_spread
+from analysis.counting import counting_contrast, ratio_invariance, token_spread
 from analysis.fitting import geometric_rate, loglog_slope
 from analysis.jacobian import last_token_jacobian
 from analysis.log_bound import PathTerms, log_path_terms
@@ -62,7 +62,7 @@ __all__ = [
     "layer_position_map", "log_path_terms", "loglog_slope", "numerical_rank",
     "ones_then_zero_pairs",
     "ordered_product", "pair_distance", "path_bound", "ratio_invariance",
-    "repeated_last_pair", "same_weights", "second_eigenvalue", "sensitivity_profile",
+    "repeated_last_pair", "second_eigenvalue", "sensitivity_profile",
     "separated_digits", "softmax_tv", "spearman", "spectrum_check", "stable_rank",
     "synthetic_pair_distances", "token_spread", "total_variation", "tv_decay_experiment",
     "UnderflowWarning", "states_at_layer",

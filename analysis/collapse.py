@@ -51,12 +51,15 @@ from analysis.pairs import (  # noqa: F401  (re-exported)
     repeated_last_pair,
     separated_digits,
 )
+from transformer import generate
 from transformer.config import DTYPES
-from transformer.model import Decoder, with_precision
+from transformer.model import Decoder
+from transformer.rebuild import rebuild
 
 # Incremented inside the traced functions below, so each count is a number of traces,
-# i.e. of XLA compilations (a jit cache hit does not trace). Tests read it to show that a
-# sweep's compilations do not grow with the number of lengths.
+# i.e. of XLA compilations (a jit cache hit does not trace). Tests read it (with the
+# prefill's, `transformer.generate.trace_counts`) to show that a sweep's compilations do not
+# grow with the number of lengths.
 _TRACE_COUNTS: collections.Counter = collections.Counter()
 
 # Cache capacities are rounded up to a multiple of this (fewer distinct compiled shapes).
@@ -64,8 +67,8 @@ _CAPACITY_QUANTUM = 128
 
 
 def trace_counts() -> dict[str, int]:
-    """How many times the jitted prefill / branch steps of this module were traced."""
-    return dict(_TRACE_COUNTS)
+    """How many times the prefill and the jitted branch / forward steps were traced."""
+    return {"prefill": generate.trace_counts().get("prefill", 0), **_TRACE_COUNTS}
 
 
 # ---- compiled steps (each traced once per model, dtype and shape) ---------------------
@@ -76,32 +79,36 @@ def _levels(resid_post: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.concatenate([resid_post, y[None]], axis=0)
 
 
-def _host64(x: jax.Array) -> np.ndarray:
-    # bfloat16 -> float32 is exact; NumPy then widens exactly to float64.
+def host64(x: jax.Array) -> np.ndarray:
+    """A float64 NumPy copy (bfloat16 -> float32 is exact; NumPy then widens exactly)."""
     if x.dtype in (jnp.bfloat16, jnp.float16):
         x = x.astype(jnp.float32)
     return np.asarray(x, dtype=np.float64)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _prefill(graphdef, state, tokens, capacity: int):
-    """Cache of one prefix: tokens [1, S] -> KVCache of `capacity` slots."""
-    _TRACE_COUNTS["prefill"] += 1
-    model = nnx.merge(graphdef, state)
-    _, cache = model.decode(tokens, model.init_cache(1, capacity))
-    return cache
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _branch_states(graphdef, state, cache, tokens, prefix_lengths, ia, ib):
-    """tokens [B, t] off prefix_lengths [B] -> states at continuation indices ia, ib [B]:
-    two arrays [L + 1, B, m]."""
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def branch_readings(graphdef, state, cache, tokens, prefix_lengths, ia, ib, heads: bool):
+    """tokens [B, t] branched off prefix_lengths [B] (`Decoder.branch`) -> the states of
+    every level [2, L + 1, B, m] at continuation indices ia and ib [B], and (heads) the last
+    layer's per-head attention outputs o_h = sum_k Lambda_(h, q, k) v_k (before W_O) there,
+    [2, B, h, d_head] (else None)."""
     _TRACE_COUNTS["branch"] += 1
     model = nnx.merge(graphdef, state)
     out = model.branch(cache, tokens, prefix_lengths, capture=True)
     levels = _levels(out.intermediates.resid_post, out.y)  # [L + 1, B, t, m]
     rows = jnp.arange(tokens.shape[0])
-    return levels[:, rows, ia], levels[:, rows, ib]
+    states = jnp.stack([levels[:, rows, ia], levels[:, rows, ib]])
+    if not heads:
+        return states, None
+    # Last layer: the values the branch attended to are the cache's slots, then its own.
+    c, b = model.config, tokens.shape[0]
+    v_ctx = jnp.broadcast_to(cache.values[-1], (b, *cache.values.shape[2:]))
+    v_all = jnp.concatenate([v_ctx.astype(c.compute_dtype), out.new_values[-1]], axis=1)
+    pattern = out.intermediates.attn_pattern[-1].astype(c.compute_dtype)  # [B, h, t, k]
+    pg = pattern.reshape(b, c.n_kv_heads, c.n_groups, *pattern.shape[2:])
+    o = jnp.einsum("bgrqk,bkgd->bqgrd", pg, v_all, precision=c.precision)
+    o = o.reshape(b, tokens.shape[1], c.n_heads, c.d_head)  # [B, t, h, d]
+    return states, jnp.stack([o[rows, ia], o[rows, ib]])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -135,7 +142,7 @@ def last_token_states(model: Decoder, seq) -> np.ndarray:
     graphdef, state = nnx.split(model)
     tokens, last = jnp.asarray([ids], jnp.int32), jnp.asarray([len(ids) - 1])
     out = _forward_states(graphdef, state, tokens, last)
-    return _host64(out)[:, 0]
+    return host64(out)[:, 0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +256,7 @@ def collapse_sweep(
     sharing a prefix is exact only when later tokens are invisible to earlier ones.
 
     Args:
-        model: a causal decoder (not modified; each format is `with_precision` of it).
+        model: a causal decoder (not modified; each format is `rebuild` of it).
         family: which pairs (`PairFamily`).
         lengths: run lengths n (each >= family.min_n).
         dtypes: format names ("float64" needs jax_enable_x64); parameters are cast too.
@@ -303,22 +310,23 @@ def collapse_sweep(
 
     per_dtype_a, per_dtype_b = [], []
     for dtype in dtypes:
-        m = with_precision(model, **_precision_kwargs(dtype, softmax_dtype))
+        m = rebuild(model, **_precision_kwargs(dtype, softmax_dtype))
         graphdef, state = nnx.split(m)
         state = place(state, "rep")
-        cache = place(_prefill(graphdef, state, jnp.asarray(filled)[None], capacity), "rep")
+        cache = place(generate.prefill(m, filled[None], capacity), "rep")
         outs_a, outs_b = [], []
         for start in range(0, n + n_pad, chunk_size):
             sl = slice(start, start + chunk_size)
-            a, b = _branch_states(
+            ab, _ = branch_readings(
                 graphdef,
                 state,
                 cache,
                 *(place(jnp.asarray(x[sl], jnp.int32), "batch")
                   for x in (tokens_p, points_p, ia_p, ib_p)),
+                False,
             )
-            outs_a.append(_host64(a))
-            outs_b.append(_host64(b))
+            outs_a.append(host64(ab[0]))
+            outs_b.append(host64(ab[1]))
         # [L + 1, N, m] -> [N, L + 1, m]
         per_dtype_a.append(np.concatenate(outs_a, axis=1)[:, :n].swapaxes(0, 1))
         per_dtype_b.append(np.concatenate(outs_b, axis=1)[:, :n].swapaxes(0, 1))
@@ -357,14 +365,14 @@ def collapse_sweep_slow(
         width = min(width, model.config.max_len)
     states, states_star = [], []
     for dtype in dtypes:
-        m = with_precision(model, **_precision_kwargs(dtype, softmax_dtype))
+        m = rebuild(model, **_precision_kwargs(dtype, softmax_dtype))
         graphdef, state = nnx.split(m)
         got_a, got_b = [], []
         for a, b in pairs:
             if causal:
                 rows = [r + [family.filler_id] * (width - len(r)) for r in (a, b)]
                 tokens, last = jnp.asarray(rows, jnp.int32), jnp.asarray([len(a) - 1, len(b) - 1])
-                out = _host64(_forward_states(graphdef, state, tokens, last))  # [L + 1, 2, m]
+                out = host64(_forward_states(graphdef, state, tokens, last))  # [L + 1, 2, m]
                 got_a.append(out[:, 0])
                 got_b.append(out[:, 1])
             else:
@@ -372,7 +380,7 @@ def collapse_sweep_slow(
                     out = _forward_states(
                         graphdef, state, jnp.asarray([seq], jnp.int32), jnp.asarray([len(seq) - 1])
                     )
-                    got.append(_host64(out)[:, 0])
+                    got.append(host64(out)[:, 0])
         states.append(np.stack(got_a))
         states_star.append(np.stack(got_b))
     return CollapseSweep(

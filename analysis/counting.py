@@ -22,39 +22,7 @@ import numpy as np
 from flax import nnx
 
 from transformer.model import Decoder
-
-# Config changes that add or remove no parameter, so the same weights still apply.
-_WEIGHT_FREE_CHANGES = {"causal", "pos_encoding", "window", "rope_theta"}
-_WEIGHT_FREE_POSITIONS = ("none", "sinusoidal", "rope", "alibi")
-
-
-def same_weights(model: Decoder, **changes) -> Decoder:
-    """The model's weights under an architecture change that needs no new parameter.
-
-    Args:
-        model: a decoder (not modified).
-        **changes: any of causal, pos_encoding (none / sinusoidal / rope / alibi), window,
-            rope_theta.
-    Returns:
-        A new `Decoder` with the changed config and the model's parameters.
-    """
-    unknown = set(changes) - _WEIGHT_FREE_CHANGES
-    if unknown:
-        raise ValueError(
-            f"same_weights takes only {sorted(_WEIGHT_FREE_CHANGES)}, got {sorted(unknown)}"
-        )
-    if changes.get("pos_encoding", "none") not in _WEIGHT_FREE_POSITIONS:
-        raise ValueError(
-            f"pos_encoding={changes['pos_encoding']!r} needs its own parameters; use one of "
-            f"{_WEIGHT_FREE_POSITIONS}"
-        )
-    if model.config.pos_encoding not in _WEIGHT_FREE_POSITIONS and "pos_encoding" in changes:
-        raise ValueError(f"cannot drop the {model.config.pos_encoding!r} position parameters")
-    config = model.config.replace(**changes)
-    target = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
-    nnx.update(target, nnx.state(model, nnx.Param))
-    return target
-
+from transformer.rebuild import rebuild
 
 def scale_counts(seq, k: int) -> list[int]:
     """Every token repeated k times in place ("10", k = 2 -> "1100"): the same ratio.
@@ -195,5 +163,5 @@ def counting_contrast(
         raise ValueError(f"unknown variants {sorted(unknown)}; use {sorted(CONTRAST_VARIANTS)}")
     out = {"bidirectional_nope": ratio_invariance(model, sequences)}
     for name in variants:
-        out[name] = token_spread(same_weights(model, **CONTRAST_VARIANTS[name]), sequences)
+        out[name] = token_spread(rebuild(model, **CONTRAST_VARIANTS[name]), sequences)
     return out

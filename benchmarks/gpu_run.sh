@@ -56,7 +56,7 @@ if [ -n "$SMOKE" ]; then
   # (generous limits: the shared 2-core CI machine under load took 82 s for memory_xla)
   step memory_xla 300 "$PY" -m benchmarks.bench_memory --smoke --xla-only --cases estimate-135m \
     --name memory_xla_smoke --out "$OUT"
-  step study 300 "$PY" -m benchmarks.bench_study --smoke --out "$OUT"
+  step study 300 "$PY" -m theory_checks.studies.long_context --smoke --out "$OUT"
 else
   # Sized from one H200 run (~25 s compile per Jacobian size, ~90 s for the n = 8192
   # estimate before the memory plan); not yet re-timed on a GPU.
@@ -69,7 +69,7 @@ else
     --ns 8192 65536 --name gpu_memory_xla --out "$OUT"
   # Sized from the n = 8192 Hutchinson estimate on an H200 (32 probes in 89 s): 3 prompts
   # x (24 XTrace products at 8192 + 12 at 16384, ~4x the cost each); untried on a GPU.
-  step study 480 "$PY" -m benchmarks.bench_study --n 8192 16384 --products 24 12 \
+  step study 480 "$PY" -m theory_checks.studies.long_context --n 8192 16384 --products 24 12 \
     ${STUDY_MODEL:+--model "$STUDY_MODEL"} --out "$OUT"
 fi
 echo; echo "JSON in $OUT:"; ls -l "$OUT"

@@ -103,7 +103,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
-from transformer import Decoder, TransformerConfig, with_precision
+from transformer import Decoder, TransformerConfig, rebuild
 
 SMALL = os.environ.get("TUTORIAL_SMALL", "0") == "1"
 
@@ -165,8 +165,9 @@ plt.show()
 
 # %% [markdown]
 # **Notice:** the gap is always positive and falls like `1/n^2` (slope ≈ −2): both
-# denominators grow linearly with `n`. The project's check (`theory_checks/checks/r01_last_weight.py`)
-# requires a positive gap in every random trial and a fitted slope ≤ −1.5.
+# denominators grow linearly with `n`. The project's check
+# (`theory_checks/synthetic/r01_last_weight.py`) requires a positive gap in every random
+# trial and a fitted slope ≤ −1.5.
 #
 # <details><summary>Exercise: where does the closed form come from?</summary>
 #
@@ -321,7 +322,7 @@ for fmt, c in report.per_dtype.items():
 i = sweep.index("bfloat16")
 y, y_star = sweep.states[i, :, -1], sweep.states_star[i, :, -1]  # float64 copies of bf16 values
 identical = (y == y_star).all(-1)
-low = with_precision(model, dtype="bfloat16", param_dtype="bfloat16", softmax_dtype="bfloat16")
+low = rebuild(model, dtype="bfloat16", param_dtype="bfloat16", softmax_dtype="bfloat16")
 answer = np.asarray(jnp.argmax(low.unembed(jnp.asarray(y, "bfloat16")), -1))
 answer_star = np.asarray(jnp.argmax(low.unembed(jnp.asarray(y_star, "bfloat16")), -1))
 if identical.any():
@@ -594,7 +595,7 @@ last = jnp.asarray([len(s) - 1 for s in seqs])
 
 rel = {}
 for fmt in ("float32", "bfloat16"):
-    m = with_precision(llm, dtype=fmt, param_dtype=fmt, softmax_dtype=fmt)
+    m = rebuild(llm, dtype=fmt, param_dtype=fmt, softmax_dtype=fmt)
     _, inter = m(batch, capture=True)
     y = np.asarray(inter.y[jnp.arange(len(seqs)), last].astype(jnp.float32), np.float64)
     y_n, y_star = y[: len(ns)], y[len(ns):]
@@ -665,7 +666,7 @@ plt.show()
 # training. Do not expect the paper's failure of copy-last at these lengths: the collapse
 # sets in where the pair distance falls below the format's resolution, hundreds of tokens
 # for float32 (section 2). Raise the evaluation lengths (the config's `max_len` too) to
-# look for it. `theory_checks/checks/trained_copy.py` runs this comparison at larger scale
+# look for it. `theory_checks/trained/copying.py` runs this comparison at larger scale
 # (`python -m theory_checks --profile trained`).
 #
 # <details><summary>Exercise: the mitigations on a trained model.</summary>

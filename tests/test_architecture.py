@@ -108,8 +108,9 @@ ANALYSIS_LAYERS = (
     ("runners",),
     # 3: quantities of a model: Jacobians, the path bound, collapse sweeps, counting
     ("jacobian", "bound", "collapse", "counting", "synthetic_collapse"),
-    # 4: quantities built on those: sensitivity profiles and estimates, the log-space bound
-    ("sensitivity", "log_bound"),
+    # 4: quantities built on those: sensitivity profiles and estimates, the log-space bound,
+    # the per-head readings of a pair sweep
+    ("sensitivity", "log_bound", "pair_sweep"),
     # 5: the same spread over many devices
     ("sharding",),
 )
@@ -163,3 +164,45 @@ def test_the_placement_detector_sees_branches():
     assert placement_branches("x = c.norm_placement\n")
     assert placement_branches("ok = 'sandwich' != kind\n")
     assert not placement_branches("abs_pos_placement = 'scores'\nplace = placement.place\n")
+
+
+def test_benchmarks_import_only_transformer_and_analysis():
+    bad = sorted(f"{p.relative_to(ROOT)} imports {m}" for p in (ROOT / "benchmarks").rglob("*.py")
+                 for m in _imports(p) if m.split(".")[0] not in {"transformer", "analysis"})
+    assert not bad, bad
+
+
+MAX_MODULE_LINES = 400  # the house limit for analysis/, theory_checks/ and training/
+
+
+def test_no_module_over_the_limit_in_any_sub_package():
+    long = {str(p.relative_to(ROOT)): n
+            for pkg in ("analysis", "theory_checks", "training") for p in (ROOT / pkg).rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, long
+
+
+def _sub_packages() -> set[str]:
+    return {f"{p.parent.relative_to(ROOT).as_posix()}/" for pkg in PACKAGES
+            for p in (ROOT / pkg).rglob("__init__.py") if p.parent != ROOT / pkg}
+
+
+def test_the_readme_names_the_sub_packages_there_are():
+    """Every sub-package is named in the README as `pkg/sub/`, and every one named exists."""
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(rf"`((?:{'|'.join(PACKAGES)})/[\w/]+/)`", readme))
+    there = _sub_packages()
+    assert there, "no sub-packages found (the layout test would pass vacuously)"
+    assert not there - named, f"sub-packages the README does not name: {sorted(there - named)}"
+    assert not named - there, f"the README names sub-packages that do not exist: " \
+        f"{sorted(named - there)}"
+
+
+def test_theory_checks_top_level_keeps_the_cli_runner_context_and_results():
+    """Checks and their helpers live in the family sub-packages."""
+    top = {p.name for p in (ROOT / "theory_checks").glob("*.py")}
+    assert top == {"__init__.py", "__main__.py", "runner.py", "context.py", "result.py"}, top
+    families = {p.split("/")[1] for p in _sub_packages() if p.startswith("theory_checks/")}
+    assert families == {"synthetic", "trained", "llm", "studies", "report"}, families

@@ -30,7 +30,8 @@ def _load(out: Path, name: str) -> dict:
 @pytest.fixture(scope="module")
 def gpu_run_out(tmp_path_factory) -> Path:
     """benchmarks/gpu_run.sh in its CPU smoke mode (GPU_RUN_SMOKE=1), run once: it runs the
-    jacobian, flops, long-context, XLA-memory and study benchmarks in their smoke settings, whose
+    jacobian, flops, long-context, XLA-memory benchmarks and the S1 study at chosen lengths
+    (theory_checks.studies.long_context) in their smoke settings, whose
     JSON the tests below check (one run instead of one per script)."""
     out = tmp_path_factory.mktemp("gpu_run")
     env = dict(os.environ, GPU_RUN_SMOKE="1", OUT=str(out), PYTHON=sys.executable,

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from analysis import collapse as col
-from transformer import Decoder, TransformerConfig, with_precision
+from transformer import Decoder, TransformerConfig, rebuild
 
 jax.config.update("jax_enable_x64", True)
 
@@ -126,7 +126,7 @@ def test_fast_branch_plan_with_tail_and_separators_equals_slow(model):
         np.testing.assert_allclose(fast.states_star, slow.states_star, atol=1e-12, rtol=0)
     # And the last family against a plain per-pair measurement (per layer, L1 and L-inf).
     a, b = family.pair(8)
-    m64 = with_precision(model, dtype="float64", param_dtype="float64", softmax_dtype="float64")
+    m64 = rebuild(model, dtype="float64", param_dtype="float64", softmax_dtype="float64")
     pd = col.pair_distance(m64, a, b)
     np.testing.assert_allclose(pd.l1, fast.l1[0, lengths.index(8)], rtol=1e-9)
     np.testing.assert_allclose(pd.linf, fast.linf[0, lengths.index(8)], rtol=1e-9)

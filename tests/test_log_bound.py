@@ -11,7 +11,7 @@ from analysis.bound import path_bound
 from analysis.log_bound import log_path_terms
 from tests.helpers import randomized
 from transformer import Decoder, TransformerConfig
-from transformer.model import with_precision
+from transformer.rebuild import rebuild
 
 jax.config.update("jax_enable_x64", True)
 
@@ -88,8 +88,8 @@ def test_log_bound_stays_finite_where_the_float32_bound_overflows():
         return x * 1e4 if "mlp" in name else 0 * x if "wq" in name else x
 
     nnx.update(wide, jax.tree_util.tree_map_with_path(scaled, nnx.state(wide, nnx.Param)))
-    small = with_precision(wide, dtype="float32", param_dtype="float32",
-                           softmax_dtype="float32")
+    small = rebuild(wide, dtype="float32", param_dtype="float32",
+                    softmax_dtype="float32")
     ref = np.log(np.asarray(path_bound(wide, TOKENS)))
     assert np.isfinite(ref).all() and ref.max() > np.log(np.finfo(np.float32).max)
     np.testing.assert_allclose(log_path_terms(small, TOKENS).log_bound, ref, rtol=1e-5)

@@ -19,7 +19,7 @@ from transformer import (
     apply_rope,
     count_params,
     greedy_generate,
-    with_precision,
+    rebuild,
 )
 
 F64 = dict(dtype="float64", param_dtype="float64", softmax_dtype="float64")
@@ -325,13 +325,13 @@ def test_same_seed_same_params_and_different_seed_different():
 def test_precision_controls():
     model = make_model(seed=13, **F32)
     tokens = jnp.asarray(TOKENS)
-    bf = with_precision(model, dtype="bfloat16", param_dtype="bfloat16")
+    bf = rebuild(model, dtype="bfloat16", param_dtype="bfloat16")
     logits, inter = bf(tokens, capture=True)
     assert logits.dtype == jnp.bfloat16
     assert inter.attn_pattern.dtype == jnp.float32  # softmax kept in float32 by default
-    low = with_precision(model, dtype="bfloat16", softmax_dtype="bfloat16")
+    low = rebuild(model, dtype="bfloat16", softmax_dtype="bfloat16")
     assert low(tokens, capture=True)[1].attn_pattern.dtype == jnp.bfloat16
-    half = with_precision(model, dtype="float16")
+    half = rebuild(model, dtype="float16")
     err = np.abs(np.asarray(half(tokens), np.float64) - np.asarray(model(tokens))).max()
     assert 0 < err < 0.05  # float16 rounds, but stays close
     assert model.embedding[...].dtype == jnp.float32  # the original is untouched
@@ -419,8 +419,8 @@ def test_bad_inputs_raise_clear_errors():
         model.branch(cache, jnp.array([[1]]), jnp.array([4]))
     with pytest.raises(ValueError, match="batch"):
         model.branch(cache, jnp.array([[1], [2]]), jnp.array([1]))
-    with pytest.raises(ValueError, match="with_precision takes only"):
-        with_precision(model, n_layers=3)
+    with pytest.raises(ValueError, match=r"rebuild\(n_layers=3\) changes the model's parameters"):
+        rebuild(model, n_layers=3)
 
 
 def test_randomized_helper_really_changes_norm_parameters():

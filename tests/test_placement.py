@@ -23,7 +23,7 @@ from flax import nnx
 from analysis import Reading, synthetic_pair_distances
 from analysis.collapse import SequenceFamily, collapse_sweep
 from transformer import Decoder, TransformerConfig, placement
-from transformer.model import with_precision
+from transformer.rebuild import rebuild
 
 host, acc = jax.devices()[:2]
 out = {"devices": [placement.describe(d) for d in jax.devices()]}
@@ -36,14 +36,14 @@ out["unsimulated"] = where(nnx.state(Decoder(cfg, rngs=nnx.Rngs(0))))
 with placement.simulate(accelerator=acc, host=host):
     placement.reset_log()
     m64 = Decoder(cfg, rngs=nnx.Rngs(0))
-    m32 = with_precision(m64, dtype="float32", param_dtype="float32")
-    m16 = with_precision(m64, dtype="bfloat16", param_dtype="bfloat16")
+    m32 = rebuild(m64, dtype="float32", param_dtype="float32")
+    m16 = rebuild(m64, dtype="bfloat16", param_dtype="bfloat16")
     out["params64"], out["params32"], out["params16"] = (
         where(nnx.state(m)) for m in (m64, m32, m16))
     out["logits64"], out["logits32"], out["logits16"] = (
         where(m(tokens)) for m in (m64, m32, m16))
-    same = np.asarray(m32(tokens)) - np.asarray(with_precision(m64, dtype="float32",
-                                                param_dtype="float32")(tokens))
+    same = np.asarray(m32(tokens)) - np.asarray(rebuild(m64, dtype="float32",
+                                                        param_dtype="float32")(tokens))
     out["same_numbers"] = float(np.abs(same).max())
     sweep = collapse_sweep(m32, SequenceFamily((1, 2, 3, 4, 5, 6)), [3, 5],
                            dtypes=("float64", "float32", "bfloat16"))

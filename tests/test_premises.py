@@ -23,7 +23,7 @@ def _inconclusive(r):
 
 
 def test_r5_sweep_too_short_for_a_collapsed_pair(ctx, monkeypatch):
-    import theory_checks.checks.r05_counting_collapse as r05
+    import theory_checks.synthetic.r05_counting_collapse as r05
 
     monkeypatch.setattr(r05, "sweep_lengths", lambda profile, ctx: [1, 2, 3, 4])
     r = run_check("R5", QUICK, ctx)
@@ -37,7 +37,7 @@ def test_r5_sweep_too_short_for_a_collapsed_pair(ctx, monkeypatch):
 
 
 def test_r6_sweep_shorter_than_the_float16_collapse(ctx, monkeypatch):
-    import theory_checks.checks.r06_precision as r06
+    import theory_checks.synthetic.r06_precision as r06
 
     monkeypatch.setattr(r06, "sweep_lengths", lambda profile, ctx: list(range(1, 33, 4)))
     r = run_check("R6", QUICK, ctx)
@@ -52,7 +52,7 @@ def test_r8_pattern_without_two_non_zeros_per_row(ctx, monkeypatch):
     """An attention pattern whose rows each hold one weight (the identity) is outside
     Proposition 5.2's assumption: its deep limit keeps every token, which the proposition
     does not contradict."""
-    import theory_checks.checks.r08_deep_limit as r08
+    import theory_checks.synthetic.r08_deep_limit as r08
 
     monkeypatch.setattr(r08, "attention_matrix", lambda model, tokens: np.eye(len(tokens)))
     r = run_check("R8", QUICK, ctx)
@@ -65,7 +65,7 @@ def test_r8_pattern_without_two_non_zeros_per_row(ctx, monkeypatch):
 def test_r8_rate_too_slow_for_the_depth_cap(ctx, monkeypatch):
     """Two non-zeros per row, but lambda_2 = 1 - 1e-4: the predicted rate needs ~5e5 layers
     to show the limit, beyond the cap, so the sweep cannot judge the rate."""
-    import theory_checks.checks.r08_deep_limit as r08
+    import theory_checks.synthetic.r08_deep_limit as r08
 
     def slow(model, tokens):
         n, eps = len(tokens), 1e-4

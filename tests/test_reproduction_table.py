@@ -2,8 +2,8 @@
 
 import json
 
-from theory_checks.reproduction import paper_values, reproduction, within_factor
-from theory_checks.reproduction_table import (
+from theory_checks.report.reproduction import paper_values, reproduction, within_factor
+from theory_checks.report.reproduction_table import (
     README,
     SNAPSHOT,
     main,

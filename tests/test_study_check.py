@@ -15,7 +15,7 @@ import transformers
 
 from analysis.sensitivity import sensitivity_profile
 from theory_checks import llm as L
-from theory_checks.checks import study_oversquashing as S
+from theory_checks.studies import oversquashing as S
 from theory_checks.context import Profile, RunContext
 from theory_checks.runner import run_check
 
@@ -93,7 +93,7 @@ def test_study_result(result, checkpoint):
 
 def test_readme_table_quotes_the_recorded_run():
     """The README's S1 table (n = 2048) against docs/s1_snapshot.json, the recorded run's
-    numbers (`study_oversquashing.snapshot` of its results.json)."""
+    numbers (`theory_checks.studies.oversquashing.snapshot` of its results.json)."""
     import re
     from pathlib import Path
 

@@ -15,7 +15,7 @@ from analysis.synthetic_collapse import (
     sample_elements,
     synthetic_pair_distances,
 )
-from theory_checks.reproduction import reproduction
+from theory_checks.report.reproduction import reproduction
 
 jax.config.update("jax_enable_x64", True)
 

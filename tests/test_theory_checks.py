@@ -48,7 +48,7 @@ def test_r2_total_variation_decays_like_k_over_n(ctx):
     r = _check("R2", ctx)
     assert r.verdict == "pass"
     assert all(-1.3 < s < -0.8 for s in r.measured["slopes_per_seed"])
-    from theory_checks.reproduction import paper_values, within_factor
+    from theory_checks.report.reproduction import paper_values, within_factor
 
     (entry,) = r.to_json()["reproduction"]
     assert entry["figure"] == "Figure 9" and entry["n"] == [500, 2500, 10000]
@@ -79,7 +79,7 @@ def test_r4_collapse_inside_the_theorem_and_none_for_ape(r4):
     # Independent: the NoPE pair at one length, measured by two plain forwards.
     import jax.numpy as jnp
 
-    from theory_checks.checks.r04_collapse import _embedding_distances
+    from theory_checks.synthetic.r04_collapse import _embedding_distances
 
     d, model = _embedding_distances("none", 0, 64, [10])
     seq = np.random.default_rng(0).integers(0, 64, 64)
@@ -92,7 +92,7 @@ def test_r4_reproduction_entries_follow_the_spec(r4):
     """Every Figure 10 / 8 entry carries PAPER.md's values at the paper's n, and its
     `reproduced` recomputes from `paper` and `ours` by the factor-2-from-n-100 criterion."""
     from analysis.synthetic_collapse import all_readings
-    from theory_checks.reproduction import paper_values, within_factor
+    from theory_checks.report.reproduction import paper_values, within_factor
 
     r = r4
     entries = r.to_json()["reproduction"]
@@ -191,7 +191,7 @@ def test_r12_mitigations(ctx):
 
 
 def test_a_bound_constant_that_is_too_small_fails_r7(ctx, monkeypatch):
-    import theory_checks.checks.r07_path_bound as r07
+    import theory_checks.synthetic.r07_path_bound as r07
 
     real = r07.path_bound
     monkeypatch.setattr(r07, "path_bound", lambda *a, **k: real(*a, **k) * 1e-3)
@@ -213,7 +213,7 @@ def test_a_mask_that_sees_the_future_fails_r9(ctx, monkeypatch):
 
 
 def test_a_softmax_without_the_decay_fails_r2(ctx, monkeypatch):
-    import theory_checks.checks.r02_total_variation as r02
+    import theory_checks.synthetic.r02_total_variation as r02
     from analysis.softmax import TVDecay
 
     def no_decay(lengths, k, noise, seeds):  # a "softmax" whose TV never shrinks
@@ -245,7 +245,7 @@ def test_interrupted_run_leaves_the_previous_report(tmp_path, monkeypatch):
     out = tmp_path / "report"
     assert main(["--only", "R3", "--out", str(out), "--no-progress"]) == 0
     before = (out / "results.json").read_text()
-    import theory_checks.checks.r01_last_weight as r01
+    import theory_checks.synthetic.r01_last_weight as r01
 
     def interrupted(profile, ctx):
         raise KeyboardInterrupt
@@ -258,7 +258,7 @@ def test_interrupted_run_leaves_the_previous_report(tmp_path, monkeypatch):
 
 
 def test_failing_check_gives_non_zero_exit(tmp_path, monkeypatch):
-    import theory_checks.checks.r02_total_variation as r02
+    import theory_checks.synthetic.r02_total_variation as r02
     from analysis.softmax import TVDecay
 
     monkeypatch.setattr(
@@ -282,7 +282,7 @@ def test_unknown_ids_and_profiles_are_clear_errors(tmp_path, capsys):
 def test_r4_reduced_run_reproduces_what_the_recorded_snapshot_says(r4):
     """The README table comes from a recorded quick run (docs/reproduction_snapshot.json);
     this reduced run (2 seeds) reaches the same reproduced / not reproduced per entry."""
-    from theory_checks.reproduction_table import SNAPSHOT
+    from theory_checks.report.reproduction_table import SNAPSHOT
 
     recorded = {
         (e["figure"], e["reading"], e["series"]): e["reproduced"]

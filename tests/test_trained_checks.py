@@ -10,12 +10,14 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-from theory_checks.checks import trained_copy, trained_counting, trained_mitigations  # noqa: E402
-from theory_checks.checks._parts import combined  # noqa: E402
+from theory_checks.trained import copying as trained_copy  # noqa: E402
+from theory_checks.trained import counting as trained_counting  # noqa: E402
+from theory_checks.trained import mitigations as trained_mitigations  # noqa: E402
+from theory_checks.result import combined  # noqa: E402
 from theory_checks.context import Profile, RunContext  # noqa: E402
 from theory_checks.result import VERDICTS  # noqa: E402
 from theory_checks.runner import PROFILE_CHECKS  # noqa: E402
-from theory_checks.trained import (  # noqa: E402
+from theory_checks.trained.recipes import (  # noqa: E402
     RECIPES,
     QueryStates,
     in_format,
@@ -42,7 +44,7 @@ def results(tmp_path_factory):
 
 def test_profile_lists_the_trained_checks():
     assert PROFILE_CHECKS["trained"] == {
-        "R5": "trained_counting", "R11": "trained_copy", "R12": "trained_mitigations"}
+        "R5": "trained.counting", "R11": "trained.copying", "R12": "trained.mitigations"}
 
 
 @pytest.mark.parametrize("cid", ["R5", "R11", "R12"])
@@ -91,7 +93,7 @@ def test_r11_verdict_and_accuracy(results):
     # Independent: the cached model re-evaluated on fresh examples (another seed) agrees
     # within sampling error at the training length.
     rec = recipe("copy_last", reduced=True)
-    model, info = trained_model(rec)
+    model, info = trained_model(rec, results[1].store)  # the run's own copy
     assert info["cached"] == "memory"
     n = rec.task.max_len
     fresh = evaluate(model, rec.task, [n], 64, seed=7)[n]
@@ -134,7 +136,7 @@ def test_r5_verdict_and_corollary(results):
     some = sorted(set(lengths[::4]) | set(range(1, 13)) | {n_star, n_star + 1, lengths[-1]})
     for name in trained_counting.MODELS:
         rec = recipe(name, reduced=True)
-        model, _ = trained_model(rec)
+        model, _ = trained_model(rec, results[1].store)
         for dtype in ("float32", "bfloat16"):
             acc = evaluate(in_format(model, dtype), rec.task, some, 1)
             np.testing.assert_array_equal([acc[n] == 1.0 for n in some],
@@ -262,11 +264,11 @@ def test_combined_parts():
         combined({})
 
 
-def test_query_states_bit_identity_implies_same_answer():
+def test_query_states_bit_identity_implies_same_answer(results):
     """Corollary B.10 in its sharpest form, on a model whose window makes pairs equal up to
     rounding: wherever y(n) == y(n+1) bit for bit, the argmax answers agree."""
     rec = recipe("count_ones_window4", reduced=True)
-    model, _ = trained_model(rec)
+    model, _ = trained_model(rec, results[1].store)
     qs = query_states(model, rec.task, range(1, 30), ("float64", "bfloat16"))
     assert qs.y.shape == (2, 29, model.config.d_model)
     np.testing.assert_array_equal(qs.target, COUNT_0 + np.arange(1, 30))
@@ -278,14 +280,14 @@ def test_query_states_bit_identity_implies_same_answer():
     assert 0 < rel < 0.2
 
 
-def test_bad_inputs_raise():
+def test_bad_inputs_raise(results):
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe("copy_middle")
     with pytest.raises(ValueError, match="seed"):
         recipe("copy_first", seed=-1)
     assert set(RECIPES) >= {"copy_first", "copy_last", "count_ones"}
     rec = recipe("count_ones", reduced=True)
-    model, _ = trained_model(rec)
+    model, _ = trained_model(rec, results[1].store)
     with pytest.raises(ValueError, match="lengths is empty"):
         query_states(model, rec.task, [])
     with pytest.raises(ValueError, match="TaskSpec"):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from theory_checks import report
-from theory_checks.reproduction import (
+from theory_checks.report.reproduction import (
     FACTOR,
     PAPER_VALUES,
     figure_reproduced,

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
         import importlib
 
         for cid, name in checks_for(profile).items():
-            module = importlib.import_module(f"theory_checks.checks.{name}")
-            print(f"{cid:4s} {module.PAPER_REF:28s} {module.TITLE}")
+            module = importlib.import_module(f"theory_checks.{name}")
+            print(f"{cid:4s} {module.CHECK.paper_ref:28s} {module.CHECK.title}")
         return 0
     try:
         ids = parse_only(args.only, profile)

@@ -1,9 +1,12 @@
-"""What every check receives: the profile, the output folder, seed and dtype choices."""
+"""What every check receives: the profile, the output folder, seed and dtype choices, and
+the run's store of what its checks share."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -28,6 +31,33 @@ class Profile:
         return by_profile[self.name]
 
 
+class RunStore:
+    """What the checks of one run share, each item made once by the first check that asks.
+
+    The llm checks share the loaded checkpoint and the Figure 5 sweeps (R6 and R12b read
+    R4's panel (a)); the trained checks share their trained models and query states. A
+    store lives as long as its run (`runner.run_checks`: one per run; `run_llm_checks`: one
+    per model, so one model's memory is freed before the next loads): nothing is kept in
+    module globals, so a check's cost depends only on the checks run before it in the same
+    run, never on what else ran in the process.
+    """
+
+    def __init__(self):
+        self._items: dict[Hashable, Any] = {}
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The item stored under `key`, made by `make()` and stored on first use."""
+        if key not in self._items:
+            self._items[key] = make()
+        return self._items[key]
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunContext:
     """Where figures go and which seed / dtype a check should use.
@@ -38,6 +68,8 @@ class RunContext:
         dtype: compute dtype override for the model checks (None: each check's default).
         reduced: a smaller setting used by the test suite.
         model_path: checkpoint the `llm` profile loads (None: the bundled SmolLM2).
+        store: what the run's checks share (`RunStore`; a context made with
+            `dataclasses.replace` keeps its store).
     """
 
     figure_dir: Path
@@ -45,6 +77,7 @@ class RunContext:
     dtype: str | None = None
     reduced: bool = False
     model_path: str | None = None
+    store: RunStore = dataclasses.field(default_factory=RunStore, compare=False, repr=False)
 
     def figure(self, name: str) -> tuple[Path, str]:
         """(absolute path to write, path relative to the report folder)."""

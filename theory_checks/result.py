@@ -50,7 +50,7 @@ class CheckResult:
         placement: {dtype: device} of the computations the check ran, as
             `transformer.placement` decided them (float64 on the host CPU when an
             accelerator is present); stamped by the runner.
-        reproduction: one `theory_checks.reproduction.Reproduction` dict per reproduced
+        reproduction: one `theory_checks.report.reproduction.Reproduction` dict per reproduced
             figure and reading (the paper's values beside ours); reported beside the
             verdict, never folded into it.
         model: the checkpoint a `--profile llm` result was measured on (its file or folder
@@ -105,6 +105,43 @@ class CheckResult:
         return data
 
 
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """What a check states before it measures: its result id, title, the paper's reference
+    and the claim in one sentence (a check module's `CHECK`)."""
+
+    id: str
+    title: str
+    paper_ref: str
+    claim: str
+
+    def result(
+        self,
+        ctx,
+        *,
+        ok: bool = True,
+        premise_reached: bool = True,
+        verdict: str | None = None,
+        **fields,
+    ) -> CheckResult:
+        """The `CheckResult` of one run of this check.
+
+        Args:
+            ctx: the run's `RunContext` (its seed is the result's `seeds` unless given).
+            ok, premise_reached: the criterion's and the premise's outcome, turned into the
+                verdict by `verdict_from`.
+            verdict: only for a run deliberately outside a theorem's assumptions
+                ("boundary"), which `verdict_from` never returns.
+            **fields: the other `CheckResult` fields (criterion, measured, key_number...).
+        """
+        fields.setdefault("seeds", (ctx.seed,))
+        return CheckResult(
+            id=self.id, title=self.title, paper_ref=self.paper_ref, claim=self.claim,
+            verdict=verdict or verdict_from(ok, premise_reached),
+            premise_reached=premise_reached, **fields,
+        )
+
+
 def verdict_from(ok: bool, premise_reached: bool = True) -> str:
     """The verdict of a check (never written in by hand).
 
@@ -120,6 +157,27 @@ def verdict_from(ok: bool, premise_reached: bool = True) -> str:
     if not bool(premise_reached):
         return "inconclusive"
     return "pass" if bool(ok) else "fail"
+
+
+def combined(parts: dict[str, tuple[bool, bool]]) -> tuple[bool, bool]:
+    """(ok, premise_reached) of a check from its parts {name: (ok, premise_reached)}.
+
+    A part whose premise was reached and whose criterion does not hold makes the whole check
+    fail, whatever the others say (a reached premise and a failed claim is evidence, and an
+    unreached premise elsewhere must not hide it). Otherwise a part whose premise was not
+    reached makes the check inconclusive; otherwise it passes. Feed the pair to
+    `verdict_from`.
+    """
+    if not parts:
+        raise ValueError("a check needs at least one part")
+    if any(reached and not ok for ok, reached in parts.values()):
+        return False, True
+    return True, all(reached for _, reached in parts.values())
+
+
+def unreached(parts: dict[str, tuple[bool, bool]]) -> list[str]:
+    """Names of the parts whose premise was not reached."""
+    return [name for name, (_, reached) in parts.items() if not reached]
 
 
 def to_jsonable(value):

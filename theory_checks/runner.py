@@ -13,21 +13,22 @@ from transformer import placement
 from theory_checks.context import Profile, RunContext, device_description
 from theory_checks.result import CheckResult
 
-# Result id -> module in theory_checks.checks exposing `run(profile, ctx) -> CheckResult`.
-# The `quick` and `paper` profiles run these (at different sizes).
+# Result id -> module of theory_checks (a family sub-package: synthetic, trained, llm, studies)
+# exposing `run(profile, ctx) -> CheckResult`. The `quick` and `paper` profiles run the
+# synthetic checks (at different sizes).
 CHECKS = {
-    "R1": "r01_last_weight",
-    "R2": "r02_total_variation",
-    "R3": "r03_alternating",
-    "R4": "r04_collapse",
-    "R5": "r05_counting_collapse",
-    "R6": "r06_precision",
-    "R7": "r07_path_bound",
-    "R8": "r08_deep_limit",
-    "R9": "r09_spectra",
-    "R10": "r10_no_positions",
-    "R11": "r11_u_shape",
-    "R12": "r12_mitigations",
+    "R1": "synthetic.r01_last_weight",
+    "R2": "synthetic.r02_total_variation",
+    "R3": "synthetic.r03_alternating",
+    "R4": "synthetic.r04_collapse",
+    "R5": "synthetic.r05_counting_collapse",
+    "R6": "synthetic.r06_precision",
+    "R7": "synthetic.r07_path_bound",
+    "R8": "synthetic.r08_deep_limit",
+    "R9": "synthetic.r09_spectra",
+    "R10": "synthetic.r10_no_positions",
+    "R11": "synthetic.r11_u_shape",
+    "R12": "synthetic.r12_mitigations",
 }
 
 
@@ -36,15 +37,15 @@ CHECKS = {
 PROFILE_CHECKS: dict[str, dict[str, str]] = {
     "quick": CHECKS,
     "paper": CHECKS,
-    # Small decoders trained on the paper's task probes (theory_checks/trained.py).
-    "trained": {"R5": "trained_counting", "R11": "trained_copy", "R12": "trained_mitigations"},
-    # Real checkpoints (theory_checks/llm.py; default: every bundled model installed,
+    # Small decoders trained on the paper's task probes (theory_checks/trained/).
+    "trained": {"R5": "trained.counting", "R11": "trained.copying", "R12": "trained.mitigations"},
+    # Real checkpoints (theory_checks/llm/; default: every bundled model installed,
     # --model PATH repeatable), each check once per model.
-    "llm": {"R4": "llm_collapse", "R5": "llm_tasks", "R6": "llm_precision",
-            "R11": "llm_sensitivity", "R12": "llm_commas", "R12b": "llm_windows"},
+    "llm": {"R4": "llm.collapse", "R5": "llm.tasks", "R6": "llm.precision",
+            "R11": "llm.sensitivity", "R12": "llm.commas", "R12b": "llm.windows"},
     # The real-model over-squashing study at long context (S1; ~20 min per model on a CPU),
     # run like the llm profile: each check once per model.
-    "llm-long": {"S1": "study_oversquashing"},
+    "llm-long": {"S1": "studies.oversquashing"},
 }
 # Profiles whose checks run once per real model (`run_llm_checks`).
 LLM_PROFILES = ("llm", "llm-long")
@@ -69,7 +70,7 @@ def parse_only(only: str | None, profile: Profile | None = None) -> list[str]:
 
 def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     """Run one check with full-precision matmuls, stamping device and runtime."""
-    module = importlib.import_module(f"theory_checks.checks.{checks_for(profile)[cid]}")
+    module = importlib.import_module(f"theory_checks.{checks_for(profile)[cid]}")
     start = time.perf_counter()
     placement.reset_log()
     # Whatever the backend's default (TPU/H100 run float32 matmuls as bf16/TF32 passes),
@@ -138,7 +139,7 @@ def run_llm_checks(
         ids: check ids of the profile.
         profile: `Profile("llm")` (the default) or `Profile("llm-long")`.
         models: checkpoint paths (--model, repeatable); None: every bundled model whose
-            package is installed (`theory_checks.llm.installed_models`).
+            package is installed (`transformer.loading.installed_models`).
     Returns:
         (results, one per check and model, in model order; the bundled models that could not
         be loaded: {"model", "origin", "reason"} each, skipped, so that one model's missing
@@ -161,8 +162,9 @@ def run_llm_checks(
         bar = tqdm(total=len(ids) * len(sources), unit="check", desc=f"{profile.name} checks")
     for source in sources:
         try:
-            path = source.locate()
-            L.load_llm(path)
+            ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced,
+                             model_path=str(source.locate()))
+            L.llm_for(ctx)  # loaded once, into this model's own store
         except (ValueError, OSError, ImportError) as err:
             if source.explicit:
                 raise ModelUnavailable(f"--model {source.origin}: {err}") from err
@@ -171,15 +173,13 @@ def run_llm_checks(
             if bar is not None:
                 bar.update(len(ids))
             continue
-        ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced,
-                         model_path=str(path))
         for cid in ids:
             if bar is not None:
                 bar.set_postfix_str(f"{source.label} {cid}")
             results.append(run_check(cid, profile, ctx))
             if bar is not None:
                 bar.update(1)
-        L.release_llm()
+        del ctx  # the model and its sweeps go before the next model loads
     if bar is not None:
         bar.close()
     if not results:

@@ -1,8 +1,8 @@
 """Small decoders trained with optax on the paper's task probes (copying, counting).
 
-`training.tasks` generates the probes, `training.train` trains and evaluates a
-`transformer.Decoder` on them, `training.checkpoint` saves and restores runs atomically.
-The package imports the model; the model never imports it.
+`training.tasks` generates the probes, `training.train` trains a `transformer.Decoder` on
+them, `training.evaluate` measures its accuracy per length, `training.checkpoint` saves and
+restores runs atomically. The package imports the model; the model never imports it.
 
 CLI: `python -m training --task copy_last --steps 500 --out runs/copy_last`.
 """

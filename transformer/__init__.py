@@ -10,8 +10,8 @@ from transformer.model import (
     Intermediates,
     KVCache,
     count_params,
-    with_precision,
 )
+from transformer.rebuild import rebuild
 
 __all__ = [
     "Decoder",
@@ -24,6 +24,6 @@ __all__ = [
     "count_params",
     "greedy_generate",
     "load_pretrained",
+    "rebuild",
     "sinusoidal_encoding",
-    "with_precision",
 ]

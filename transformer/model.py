@@ -534,24 +534,3 @@ def count_params(model: nnx.Module) -> int:
     """Number of scalar parameters of a model."""
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
 
-
-def with_precision(model: Decoder, **precision) -> Decoder:
-    """The same weights under other precision settings (R6 sweeps one set of weights).
-
-    Args:
-        model: a decoder.
-        **precision: any of `dtype`, `param_dtype`, `softmax_dtype`, `matmul_precision`.
-    Returns:
-        A new `Decoder` whose config has those fields changed and whose parameters are the
-        model's, cast to the new `param_dtype`. The input model is not modified.
-    """
-    allowed = {"dtype", "param_dtype", "softmax_dtype", "matmul_precision"}
-    unknown = set(precision) - allowed
-    if unknown:
-        raise ValueError(f"with_precision takes only {sorted(allowed)}, got {sorted(unknown)}")
-    config = model.config.replace(**precision)
-    target = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
-    pdt = config.params_dtype
-    state = jax.tree.map(lambda a: jnp.asarray(a).astype(pdt), nnx.state(model, nnx.Param))
-    nnx.update(target, placement.place(state, config.compute_dtype))
-    return target

