@@ -86,6 +86,37 @@ def spectrum(jac: jax.Array) -> dict:
     )
 
 
+def exact_reference(model, tokens, name, path, last_token_jacobian, sensitivity_profile):
+    """(Jacobian [d_out, n, d_in], seconds it took incl. compile, agreement with the reduced
+    profile). With `path`: read from that .npz when it holds this model's Jacobian for these
+    tokens (else computed and written there, so that reruns skip the ~20 min on a 2-core
+    CPU); the seconds are those of the run that computed it."""
+    from pathlib import Path
+
+    ids = np.asarray(tokens)
+    if path and Path(path).exists():
+        cached = np.load(path)
+        if str(cached["model"]) == name and np.array_equal(cached["tokens"], ids):
+            print(f"exact Jacobian read from {path}", flush=True)
+            return (jnp.asarray(cached["jacobian"]), float(cached["seconds"]),
+                    float(cached["agreement"]))
+        print(f"{path} holds another model or prompt: recomputing", flush=True)
+    t0 = time.perf_counter()
+    jac = jax.block_until_ready(last_token_jacobian(model, tokens, mode="reverse"))
+    seconds = time.perf_counter() - t0
+    exact = np.asarray(jnp.sum(jac.astype(jnp.float32) ** 2, axis=(0, 2)), np.float64)
+    # The exact profile a second, independent way (squared rows reduced as produced).
+    profile = np.asarray(sensitivity_profile(model, tokens), np.float64) ** 2
+    agreement = float(np.max(np.abs(profile - exact) / exact))
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{path}.partial.npz")
+        np.savez(tmp, jacobian=np.asarray(jac), tokens=ids, model=name, seconds=seconds,
+                 agreement=agreement)
+        tmp.replace(path)  # nothing half-written if interrupted
+    return jac, seconds, agreement
+
+
 def run(model, tokens, exact, budgets, seeds):
     """One record per (method, budget, seed), timed, with the errors against `exact`.
     budgets: {method: [budget, ...]}."""
@@ -149,6 +180,9 @@ def main(argv=None):
     parser.add_argument("--budgets", type=int, nargs="+", default=[12, 24, 48, 96, 192])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--reference", default=None,
+                        help="a .npz file for the exact Jacobian: read when it exists (and "
+                        "was made for the same model, n and prompt), else computed and written")
     args = parser.parse_args(argv)
     from analysis.jacobian import last_token_jacobian
     from analysis.sensitivity import sensitivity_profile
@@ -166,13 +200,9 @@ def main(argv=None):
         budgets = {method: args.budgets for method in args.methods}
         tokens = jnp.asarray(copy_prompt(tokenizer, chat, COPY_PREFIX, n), jnp.int32)
         prompt = f"chat turn {COPY_PREFIX!r} + uniform digits (seed 0), {n} tokens"
-    t0 = time.perf_counter()
-    jac = jax.block_until_ready(last_token_jacobian(model, tokens, mode="reverse"))
-    exact_seconds = time.perf_counter() - t0
+    jac, exact_seconds, exact_agreement = exact_reference(
+        model, tokens, name, args.reference, last_token_jacobian, sensitivity_profile)
     exact = np.asarray(jnp.sum(jac.astype(jnp.float32) ** 2, axis=(0, 2)), np.float64)
-    # The exact profile a second, independent way (squared rows reduced as produced).
-    profile = np.asarray(sensitivity_profile(model, tokens), np.float64) ** 2
-    exact_agreement = float(np.max(np.abs(profile - exact) / exact))
     spec = spectrum(jac)
     del jac
     print(f"exact profile: {model.config.d_model} VJPs, {exact_seconds:.1f} s; two ways agree "
