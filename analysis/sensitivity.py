@@ -16,7 +16,13 @@ from analysis.kernels import kernel_variants, pick_kernel
 from analysis.last_state import last_state
 from analysis.memory import MemoryPlan, auto_chunk, chunk_budget
 from analysis.runners import batched_map, run_columns, run_rows
-from analysis.trace_estimation import check_budget, hutchinson_norms, xtrace_norms
+from analysis.trace_estimation import (
+    check_budget,
+    hutchinson_norms,
+    pilot_count,
+    weighted_xtrace_norms,
+    xtrace_norms,
+)
 from analysis.validation import (
     check_choice,
     check_chunk,
@@ -192,17 +198,22 @@ def estimate_sensitivity(
     "xtrace": a rank-(k/3) sketch of the output space shared by all positions, exact on
     it, Hutchinson on the rest, every probe used for both (XTrace; unbiased; error ~ 1/k
     when the spectrum of J J^T decays): `analysis.trace_estimation`.
+    "xtrace-weighted": XTrace whose sketch weights position i by 1 / (a pilot Hutchinson
+    estimate of t_i from max(2, k // 12) VJPs), so that the largest positions (in LLMs the
+    first and last, ~10^4 times the middle) stop owning the sketch; still unbiased.
 
     Args:
         model: a `transformer.Decoder` (not modified).
         inputs: token ids [n] or states v^(wrt_layer) [n, d_model].
         n_probes: the budget k in products (VJPs + JVPs). Hutchinson: k probes, one VJP
             each (k >= 2). XTrace: k // 3 probes, each a VJP, a JVP and a VJP (6 <= k,
-            k // 3 <= d_model); `trace_estimation.products_used` gives the count.
+            k // 3 <= d_model). "xtrace-weighted": max(2, k // 12) pilot VJPs and
+            (k - pilot) // 3 probes (k >= 8). `trace_estimation.products_used` gives the
+            count.
         seed: PRNG seed of the probes (N(0, I) rows from jax.random.key(seed)).
         squared: estimate ||J_i||_F^2 (unbiased); False: its square root, with the
             delta-method standard error (slightly biased low).
-        method: "hutchinson" (the default, as before) or "xtrace".
+        method: "hutchinson" (the default, as before), "xtrace" or "xtrace-weighted".
         wrt_layer, freeze_attention, chunk_size, query_block, remat: as in
             `last_token_jacobian`.
     Returns:
@@ -219,11 +230,14 @@ def estimate_sensitivity(
     if method == "hutchinson":
         mean, stderr = hutchinson_norms(run_rows(model, v, probes, reduce="sq", **switches))
     else:
-        mean, stderr = xtrace_norms(
-            lambda us: run_rows(model, v, us, reduce="none", **switches),
-            lambda ws: run_columns(model, v, ws, **switches),
-            probes,
-        )
+        products = (lambda us: run_rows(model, v, us, reduce="none", **switches),
+                    lambda ws: run_columns(model, v, ws, **switches))
+        if method == "xtrace":
+            mean, stderr = xtrace_norms(*products, probes)
+        else:  # the pilot's probes from a key of their own, independent of the sketch's
+            pilot = jax.random.normal(jax.random.fold_in(jax.random.key(seed), 1),
+                                      (pilot_count(method, n_probes), c.d_model), v.dtype)
+            mean, stderr = weighted_xtrace_norms(*products, pilot, probes)
     check_result(model, mean, f"the {method} sensitivity estimate")
     if squared:
         return mean, stderr

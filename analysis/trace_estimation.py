@@ -45,6 +45,18 @@ VJPs), A_i = J_i^T Omega [d_in, s] (the sketch's VJPs) and b_j = Q^T omega_j,
     J_i^T P_(j) omega_j   = A_i e_j - K_i (b_j - (s_j^T b_j) s_j),
     ||P_(j) omega_j||^2   = ||omega_j||^2 - ||b_j||^2 + (s_j^T b_j)^2.
 Budget k products: s = k // 3 probes (s VJPs + s JVPs + s VJPs).
+
+Weighted sketch ("xtrace-weighted"). M = sum_i B_i is owned by the largest blocks: in an LLM
+the first and last positions are ~10^4 times the middle (benchmarks/README.md, table (5)), so
+Q spans their directions and the middle keeps most of its trace in the estimated residual.
+A pilot Hutchinson estimate p_i from a few extra VJPs (p = max(2, k // 12) probes, drawn
+independently of Omega) sets weights w_i = 1 / p_i, and the sketch ranges over
+    M_w = sum_i w_i B_i = J W J^T,   Y = M_w Omega = J (W (J^T Omega)),
+in which every position holds about the same trace: the JVPs take the sketch's VJP rows
+scaled per position, at no extra products. The rest is XTrace unchanged: Q_(j) depends on
+Omega_(-j) and on the pilot, not on omega_j, so T_ij stays unbiased for t_i whatever the
+weights are; only which directions are captured changes. Budget k products: p pilot VJPs
+and s = (k - p) // 3 probes.
 """
 
 from __future__ import annotations
@@ -55,10 +67,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-METHODS = ("hutchinson", "xtrace")
+METHODS = ("hutchinson", "xtrace", "xtrace-weighted")
 
-# Products (VJPs + JVPs) per probe of each method.
-PRODUCTS_PER_PROBE = {"hutchinson": 1, "xtrace": 3}
+# Products (VJPs + JVPs) per probe of each method (the weighted one's pilot aside).
+PRODUCTS_PER_PROBE = {"hutchinson": 1, "xtrace": 3, "xtrace-weighted": 3}
+
+
+def pilot_count(method: str, n_products: int) -> int:
+    """The pilot VJPs of a budget: max(2, k // 12) for "xtrace-weighted" (the weights need
+    only the order of magnitude of t_i), else 0."""
+    return max(2, n_products // 12) if method == "xtrace-weighted" else 0
 
 
 def check_budget(method: str, n_products: int, d_out: int) -> int:
@@ -72,16 +90,19 @@ def check_budget(method: str, n_products: int, d_out: int) -> int:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {', '.join(map(repr, METHODS))}")
     per = PRODUCTS_PER_PROBE[method]
-    if not isinstance(n_products, int) or isinstance(n_products, bool) or n_products < 2 * per:
+    valid = isinstance(n_products, int) and not isinstance(n_products, bool)
+    least = 2 * per + (pilot_count(method, 2 * per) if valid else 0)
+    if not valid or n_products < least:
         raise ValueError(
-            f"n_probes must be an integer >= {2 * per} for method={method!r} (the budget in "
-            f"products, {per} per probe, and two probes for the standard error), "
+            f"n_probes must be an integer >= {least} for method={method!r} (the budget in "
+            f"products, {per} per probe, and two probes for the standard error"
+            f"{', plus the pilot' if method == 'xtrace-weighted' else ''}), "
             f"got {n_products!r}"
         )
-    probes = n_products // per
-    if method == "xtrace" and probes > d_out:
+    probes = (n_products - pilot_count(method, n_products)) // per
+    if method != "hutchinson" and probes > d_out:
         raise ValueError(
-            f"method='xtrace' with n_probes={n_products} wants {probes} sketch vectors but the "
+            f"method={method!r} with n_probes={n_products} wants {probes} sketch vectors but the "
             f"output has d_out={d_out} dimensions; use at most {3 * d_out} products (or the "
             "exact analysis.sensitivity_profile, d_out VJPs)"
         )
@@ -91,7 +112,8 @@ def check_budget(method: str, n_products: int, d_out: int) -> int:
 def products_used(method: str, n_probes: int) -> int:
     """Products (VJPs + JVPs) that `estimate_sensitivity(method=..., n_probes=...)` runs."""
     per = PRODUCTS_PER_PROBE[method]
-    return per * (n_probes // per)
+    pilot = pilot_count(method, n_probes)
+    return pilot + per * ((n_probes - pilot) // per)
 
 
 def hutchinson_norms(squares: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -160,3 +182,26 @@ def xtrace_norms(
     k = vjp(jnp.asarray(q.T, dt))  # [s, n, m]: K_i = J_i^T Q
     t = _combine(a, k, jnp.asarray(sdir, dt), jnp.asarray(mix, dt), jnp.asarray(scale2, dt))
     return t.mean(0), t.std(0, ddof=1) / jnp.sqrt(s)
+
+
+def weighted_xtrace_norms(
+    vjp: Callable[[jax.Array], jax.Array],
+    jvp: Callable[[jax.Array], jax.Array],
+    pilot_probes: jax.Array,
+    probes: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """XTrace with the sketch weighted by a pilot estimate (see the module docstring).
+
+    Args:
+        vjp, jvp: as in `xtrace_norms`.
+        pilot_probes: [p, d_out] i.i.d. standard Gaussian, p >= 1, independent of `probes`:
+            the pilot Hutchinson estimate p_i whose inverse weights the sketch.
+        probes: Omega^T [s, d_out], 2 <= s <= d_out.
+    Returns:
+        (estimate [n], standard error [n]); p + 3 s products in all.
+    """
+    pilot = jnp.sum(vjp(pilot_probes) ** 2, axis=-1).mean(0)  # [n]
+    floor = jnp.finfo(pilot.dtype).tiny + 1e-12 * jnp.max(pilot)
+    weights = 1.0 / jnp.maximum(pilot, floor)
+    weights = weights / jnp.max(weights)  # scale-free: only Q = orth(Y) is used
+    return xtrace_norms(vjp, lambda rows: jvp(rows * weights[None, :, None]), probes)

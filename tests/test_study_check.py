@@ -128,3 +128,13 @@ def test_inconclusive_when_the_estimator_does_not_resolve_the_middle(checkpoint,
     r = run_check("S1", Profile("llm-long"), ctx)
     assert not r.premise_reached and r.verdict == "inconclusive"
     assert "budget" in r.to_reach_premise
+
+
+def test_time_left_of_the_remaining_prompts():
+    """S1's progress line: a length already measured takes its mean time, another scales
+    the mean time per products x n^2; nothing done yet: unknown."""
+    done = [(512, 24, 30.0), (2048, 12, 240.0), (512, 24, 20.0)]
+    assert S.time_left(done, [(512, 24), (2048, 12)]) == pytest.approx(25.0 + 240.0)
+    unit = np.mean([30 / (24 * 512**2), 240 / (12 * 2048**2), 20 / (24 * 512**2)])
+    assert S.time_left(done, [(1024, 6)]) == pytest.approx(unit * 6 * 1024**2)
+    assert np.isnan(S.time_left([], [(512, 24)]))

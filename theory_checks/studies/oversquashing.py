@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -207,19 +208,48 @@ def measure(llm: L.LLM, kind: str, n: int, products: int, seed: int) -> dict:
     }
 
 
+def time_left(done: Sequence[tuple[int, int, float]], todo: Sequence[tuple[int, int]]) -> float:
+    """Seconds the remaining (n, products) steps should take, from the done (n, products,
+    seconds): a length already measured at the same budget takes the mean of its times,
+    another scales the mean time per products x n^2 (attention dominates at long n)."""
+    if not done:
+        return math.nan
+    unit = np.mean([t / (k * n * n) for n, k, t in done])
+    left = 0.0
+    for n, k in todo:
+        same = [t for dn, dk, t in done if (dn, dk) == (n, k)]
+        left += float(np.mean(same)) if same else unit * k * n * n
+    return left
+
+
+def _stderr(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
 def run_study(llms: Sequence[L.LLM], sizes: Sizes, seed: int,
-              kinds: Sequence[str] = KINDS) -> dict:
+              kinds: Sequence[str] = KINDS,
+              progress: Callable[[str], None] | None = _stderr) -> dict:
     """Every model x kind x length of `sizes`: {model name: {kind: {str(n): measure(...)}}}
-    plus each model's runtime."""
+    plus each model's runtime (wall) and CPU seconds of the process. `progress` (None:
+    silent) gets a line after each prompt: steps done, elapsed and the time left."""
     out = {}
+    steps = [(kind, n, k) for kind in kinds for n, k in zip(sizes.lengths, sizes.products)]
     for llm in llms:
-        start = time.perf_counter()
-        by_kind = {
-            kind: {str(n): measure(llm, kind, n, k, seed)
-                   for n, k in zip(sizes.lengths, sizes.products)}
-            for kind in kinds
-        }
+        start, cpu0 = time.perf_counter(), time.process_time()
+        by_kind: dict = {kind: {} for kind in kinds}
+        done: list[tuple[int, int, float]] = []
+        for i, (kind, n, k) in enumerate(steps):
+            t0 = time.perf_counter()
+            by_kind[kind][str(n)] = measure(llm, kind, n, k, seed)
+            done.append((n, k, time.perf_counter() - t0))
+            if progress is not None:
+                left = time_left(done, [(m, b) for _, m, b in steps[i + 1:]])
+                progress(f"S1 {llm.name}: {kind} n={n} done ({i + 1}/{len(steps)} prompts, "
+                         f"{time.perf_counter() - start:.0f} s elapsed, ~{left:.0f} s left)")
         out[llm.name] = {"kinds": by_kind, "seconds": time.perf_counter() - start,
+                         "cpu_seconds": time.process_time() - cpu0,
                          "description": L.describe_model(llm)}
     return out
 
@@ -236,6 +266,8 @@ def snapshot(results: Sequence[dict]) -> dict:
         for name, rec in r["measured"]["models"].items():
             entry = {"runtime_s": r["runtime_s"], "device": r["device"], "seeds": r["seeds"],
                      "sizes": r["measured"]["sizes"], "description": rec["description"]}
+            if "cpu_seconds" in rec:  # runs before issue 24 recorded wall time only
+                entry["cpu_seconds"] = rec["cpu_seconds"]
             for kind, by_n in rec["kinds"].items():
                 entry[kind] = {n: {k: v for k, v in m.items() if k != "profile"}
                                for n, m in by_n.items()}
