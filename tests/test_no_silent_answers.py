@@ -1,0 +1,162 @@
+"""No silent wrong answers (issue 23), each mistake made as a user would make it: a
+non-finite setting, a NaN weight reaching the collapse pipeline, a fit over degenerate data.
+Each must be an error (or a named warning) that says what is wrong, never a number."""
+
+import dataclasses
+import math
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from analysis import (
+    PairFamily,
+    collapse_lengths,
+    collapse_sweep,
+    collapse_sweep_slow,
+    fit_decay,
+    geometric_rate,
+    loglog_slope,
+    pair_distance,
+    token_spread,
+)
+from analysis.collapse import CollapseSweep
+from transformer import Decoder, TransformerConfig
+
+F64 = dict(dtype="float64", param_dtype="float64", softmax_dtype="float64")
+
+# ---- settings ------------------------------------------------------------------------------
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(TransformerConfig) if "float" in str(f.type)]
+
+
+def test_the_float_fields_are_found():
+    """The loop below covers every float setting, including ones added later."""
+    assert {"norm_eps", "rope_theta", "query_scale", "init_std", "norm_beta"} <= set(FLOAT_FIELDS)
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_every_float_setting_refuses_non_finite_values(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be finite, got {value}"):
+        TransformerConfig.tiny(**{name: value})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(norm="constant", norm_beta=math.inf), "norm_beta must be finite"),
+    (dict(norm="constant", norm_beta=0.0), "norm_beta must be positive"),
+    (dict(init_std=0.0), "init_std must be positive"),  # every weight zero: every logit 0
+    (dict(query_scale=0.0), "query_scale must be positive"),
+    (dict(norm_eps=-1e-5), "norm_eps must be non-negative"),
+    (dict(rope_fraction=1.5), "rope_fraction must be at most 1"),
+    (dict(rope_theta=-1.0, pos_encoding="none"), "rope_theta must be positive"),
+    (dict(embedding_scale="2"), "embedding_scale must be a number"),
+    (dict(norm_eps=True), "norm_eps must be a number"),
+])
+def test_out_of_range_settings_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TransformerConfig.tiny(**overrides)
+
+
+def test_valid_presets_still_build():
+    for preset in (TransformerConfig.tiny, TransformerConfig.gpt2_small,
+                   TransformerConfig.smollm2_135m, TransformerConfig.gemma2_2b):
+        preset()
+    TransformerConfig.tiny(norm_eps=0.0, rope_theta_local=None, query_scale=np.float32(0.5))
+
+
+# ---- NaN weights through the collapse pipeline ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nan_row_model():
+    """A float64 model whose embedding row of token 3 is NaN (a corrupted checkpoint)."""
+    m = Decoder(TransformerConfig.tiny(**F64), rngs=nnx.Rngs(0))
+    m.embedding[...] = m.embedding[...].at[3].set(jnp.nan)
+    return m
+
+
+FAMILY = PairFamily(repeat_id=3, prompt_ids=(1, 2))
+
+
+def test_a_nan_embedding_row_is_named_by_pair_distance(nan_row_model):
+    with pytest.raises(ValueError, match="last-token states.*hold NaN at level 0.*weights"):
+        pair_distance(nan_row_model, [1, 2, 3], [1, 2, 3, 3])
+
+
+@pytest.mark.parametrize("sweep", [collapse_sweep, collapse_sweep_slow])
+def test_a_nan_embedding_row_is_named_by_the_sweeps(nan_row_model, sweep):
+    with pytest.raises(ValueError, match="sweep's states hold NaN at float64, n=1, level 0"):
+        sweep(nan_row_model, FAMILY, [1, 2, 4], dtypes=("float64",))
+
+
+def test_a_nan_embedding_row_is_named_by_token_spread(nan_row_model):
+    with pytest.raises(ValueError, match=r"states of sequences\[0\] hold NaN"):
+        token_spread(nan_row_model, [[1, 3, 2], [3, 1, 2]])
+
+
+def _states(d=2, n=4, m=3):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(d, n, 1, m))
+    star = base + np.geomspace(1e-2, 1e-5, n)[None, :, None, None]
+    return base, star
+
+
+def test_a_sweep_with_nan_states_cannot_be_built():
+    """A fit over a partly NaN float64 reference dropped those lengths silently."""
+    states, star = _states()
+    states[0, 2, 0, 1] = np.nan
+    with pytest.raises(ValueError, match="states hold NaN at float64, n=4, level 0"):
+        CollapseSweep(lengths=(1, 2, 4, 8), seq_lengths=(2, 3, 5, 9),
+                      dtypes=("float64", "float32"), states=states, states_star=star)
+
+
+def test_collapse_lengths_and_fit_decay_check_any_sweep_they_are_given():
+    """A sweep-like object built by hand (no CollapseSweep check) is checked again."""
+    states, star = _states()
+    star[1, 0, 0, 0] = np.inf
+    sweep = types.SimpleNamespace(
+        lengths=(1, 2, 4, 8), dtypes=("float64", "float32"), states=states, states_star=star,
+        index=lambda dt: ("float64", "float32").index(dt),
+        distance=lambda norm: np.abs(states - star).max(-1),
+    )
+    for call in (lambda: collapse_lengths(sweep), lambda: fit_decay(sweep, "float64")):
+        with pytest.raises(ValueError, match="states_star hold inf at float32, n=1"):
+            call()
+
+
+def test_collapse_lengths_still_fit_a_finite_sweep():
+    states, star = _states()
+    sweep = CollapseSweep(lengths=(1, 2, 4, 8), seq_lengths=(2, 3, 5, 9),
+                          dtypes=("float64", "float32"), states=states, states_star=star)
+    fit = fit_decay(sweep, "float64")
+    np.testing.assert_allclose(fit.slope, math.log(1e-3) / math.log(8), rtol=1e-9)
+    assert collapse_lengths(sweep).fit == fit
+
+
+# ---- fits refuse degenerate data ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fit", [loglog_slope, geometric_rate])
+def test_fits_refuse_x_without_spread(fit):
+    with pytest.raises(ValueError, match="every usable x equals 5: no spread"):
+        fit([5, 5, 5], [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("fit", [loglog_slope, geometric_rate])
+@pytest.mark.parametrize("bad", ["x", "y"])
+def test_fits_refuse_nan_instead_of_dropping_it(fit, bad):
+    x, y = [1.0, 2.0, 4.0, 8.0], [1.0, 0.5, 0.25, 0.125]
+    (x if bad == "x" else y)[2] = math.nan
+    with pytest.raises(ValueError, match=f"{bad} holds NaN at index 2"):
+        fit(x, y)
+
+
+def test_fits_still_recover_known_exponents():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    assert loglog_slope(x, 3 * x**-1.5) == pytest.approx(-1.5, rel=1e-12)
+    assert geometric_rate(x, 2 * 0.7**x) == pytest.approx(0.7, rel=1e-12)
+    # zeros have left the power law: dropped, as documented
+    assert loglog_slope([1, 2, 4, 8], [1, 0.5, 0.0, 0.125]) == pytest.approx(-1.0)
