@@ -59,9 +59,11 @@ def checks_for(profile: Profile) -> dict[str, str]:
 def parse_only(only: str | None, profile: Profile | None = None) -> list[str]:
     """'R4,R7' -> ['R4', 'R7'] (validated, any case, in paper order); None -> every id."""
     available = checks_for(profile or Profile())
-    if not only:
+    if only is None:
         return list(available)
     wanted = [part.strip().upper() for part in only.split(",") if part.strip()]
+    if not wanted:  # "--only ," or "--only ''" would run nothing and write an empty report
+        raise ValueError(f"--only {only!r} names no check; known: {', '.join(available)}")
     unknown = [w for w in wanted if w not in {cid.upper() for cid in available}]
     if unknown:
         raise ValueError(f"unknown check id(s) {unknown}; known: {', '.join(available)}")

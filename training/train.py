@@ -83,6 +83,26 @@ def _train_step(graphdef, optimizer_fields: tuple):
     return step
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the parameters became NaN or inf: training stopped, and no checkpoint
+    was written from that point on (the last good one is kept)."""
+
+
+def _check_finite_losses(losses: list[float], first_step: int, out) -> None:
+    bad = [i for i, x in enumerate(losses) if not np.isfinite(x)]
+    if bad:
+        raise TrainingDiverged(
+            f"the loss became {losses[bad[0]]} at step {first_step + bad[0]}: training "
+            f"stopped ({_kept(out)}); lower --lr or check the data"
+        )
+
+
+def _kept(out) -> str:
+    """What is left on disk when training stops early."""
+    last = latest_checkpoint(out) if out is not None else None
+    return f"last good checkpoint kept: {last}" if last is not None else "no checkpoint written"
+
+
 def default_eval_lengths(task: TaskSpec) -> tuple[int, ...]:
     """The training range, thinned to at most 16 lengths."""
     return tuple(int(n) for n in np.unique(np.linspace(task.min_len, task.max_len, 16).round()))
@@ -168,13 +188,22 @@ def train(
     pending: list[jax.Array] = []  # losses not yet read back (reading syncs the device)
 
     def flush() -> None:
-        losses.extend(float(x) for x in pending)
+        new = [float(x) for x in pending]
+        _check_finite_losses(new, len(losses), out)
+        losses.extend(new)
         pending.clear()
 
     def checkpoint(step: int) -> None:
         if out is None:
             return
         flush()
+        finite = jax.tree.reduce(
+            lambda a, b: a & b, jax.tree.map(lambda p: jnp.isfinite(p).all(), params), True)
+        if not bool(finite):
+            raise TrainingDiverged(
+                f"the parameters hold NaN or inf at step {step}: training stopped "
+                f"({_kept(out)}); lower --lr"
+            )
         nnx.update(model, params)
         meta = {"seed": spec.seed, "data": {"seed": spec.seed, "next_step": step}, "loss": losses}
         target = Path(out) / CHECKPOINT_DIR / f"step_{step:08d}"
@@ -200,6 +229,7 @@ def train(
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < end:
             checkpoint(done)
     bar.close()
+    flush()
     nnx.update(model, params)
     if end > start or ckpt is None:
         checkpoint(end)
@@ -278,8 +308,26 @@ def _parse_lengths(values: list[str]) -> tuple[int, ...]:
     return tuple(out)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A user's mistake is one line on stderr naming the argument, and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number ('nan' and 'inf' parse as floats, and train to NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineErrors(
         prog="python -m training",
         description="Train a small decoder on a copying/counting task and plot accuracy "
         "against length (Barbero et al. 2024, task probes).",
@@ -291,15 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, default=16)
     p.add_argument("--sep-every", type=int, default=None)
     p.add_argument("--pattern", default="constant")
-    p.add_argument("--p-one", type=float, default=0.7)
+    p.add_argument("--p-one", type=finite_float, default=0.7)
     p.add_argument("--eval-lengths", nargs="+", default=None, help="N, A:B or A:B:STEP")
     p.add_argument("--eval-examples", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=finite_float, default=3e-3)
     p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--min-lr-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--min-lr-ratio", type=finite_float, default=0.1)
+    p.add_argument("--weight-decay", type=finite_float, default=0.01)
+    p.add_argument("--clip", type=finite_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
@@ -339,12 +387,14 @@ def main(argv: list[str] | None = None) -> dict:
         max_len=max(2048, sequence_length(task, longest)),
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
     _, metrics = train(
         config, task, spec, out=out, progress=not args.no_progress, resume=args.resume,
         stop_at=args.stop_at,
     )
     metrics["args"] = vars(args)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_json_metrics(metrics), indent=2) + "\n")
     plot_accuracy(metrics, out / "accuracy.png")
     acc = metrics["accuracy"]
@@ -363,13 +413,17 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
-def cli() -> int:
-    """The command line: exit status 2 with the message on bad arguments."""
+def cli(argv: list[str] | None = None) -> int:
+    """The command line: exit status 2 with a one-line message on bad arguments (and a
+    checkpoint that cannot be resumed), 1 when training diverges."""
     try:
-        main()
+        main(argv)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"python -m training: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"python -m training: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
