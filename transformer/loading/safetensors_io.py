@@ -54,7 +54,10 @@ def read_json(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dic
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        cut = " (cut off?)" if err.pos >= len(text.rstrip()) else ""
+        # A file cut short ends inside a string or with brackets left open.
+        opened = text.count("{") + text.count("[") - text.count("}") - text.count("]")
+        cut_off = opened > 0 or err.pos >= len(text.rstrip())
+        cut = " (cut off?)" if cut_off or err.msg.startswith("Unterminated") else ""
         raise ValueError(
             f"{path}: not valid JSON{cut}: {err.msg} at line {err.lineno} column {err.colno}"
         ) from None
