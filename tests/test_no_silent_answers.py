@@ -160,3 +160,61 @@ def test_fits_still_recover_known_exponents():
     assert geometric_rate(x, 2 * 0.7**x) == pytest.approx(0.7, rel=1e-12)
     # zeros have left the power law: dropped, as documented
     assert loglog_slope([1, 2, 4, 8], [1, 0.5, 0.0, 0.125]) == pytest.approx(-1.0)
+
+
+# ---- every analysis entry point that takes states checks them as the forward does ----------
+
+
+def _state_entry_points():
+    """Every public function of an analysis module whose first two parameters are
+    (model, inputs): the Jacobian, sensitivity, estimator, path-bound and sharded paths,
+    and any added later (a required `layer` gets 0: `states_at_layer` itself)."""
+    import functools
+    import importlib
+    import inspect
+    import pkgutil
+
+    import analysis
+
+    found = {}
+    for info in pkgutil.iter_modules(analysis.__path__):
+        module = importlib.import_module(f"analysis.{info.name}")
+        for name, fn in vars(module).items():
+            if name.startswith("_") or not inspect.isfunction(fn):
+                continue
+            if fn.__module__ != module.__name__:
+                continue
+            params = inspect.signature(fn).parameters
+            if list(params)[:2] == ["model", "inputs"]:
+                layer = params.get("layer")
+                needs_layer = layer is not None and layer.default is inspect.Parameter.empty
+                found[name] = functools.partial(fn, layer=0) if needs_layer else fn
+    return found
+
+
+STATE_ENTRY_POINTS = _state_entry_points()
+
+
+def test_the_state_entry_points_are_found():
+    assert {"last_token_jacobian", "sensitivity_profile", "estimate_sensitivity",
+            "path_bound", "path_bounds", "log_path_terms", "layer_position_map",
+            "states_at_layer", "sharded_sensitivity_profile"} <= set(STATE_ENTRY_POINTS)
+
+
+@pytest.mark.parametrize("name", sorted(STATE_ENTRY_POINTS))
+def test_every_entry_point_refuses_positions_beyond_a_learned_table_in_the_scores(name):
+    m = Decoder(TransformerConfig.tiny(pos_encoding="learned", abs_pos_placement="scores",
+                                       max_len=8), rngs=nnx.Rngs(0))
+    states = jnp.zeros((12, m.config.d_model), jnp.float32)
+    with pytest.raises(ValueError, match="exceeds max_len=8"):
+        STATE_ENTRY_POINTS[name](m, states)
+    with pytest.raises(ValueError, match="exceeds max_len=8"):  # as the forward does
+        m.forward_from_embeddings(states)
+
+
+@pytest.mark.parametrize("name", sorted(STATE_ENTRY_POINTS))
+def test_every_entry_point_checks_states_after_the_cast_to_the_model_dtype(name):
+    m = Decoder(TransformerConfig.tiny(), rngs=nnx.Rngs(0))
+    states = jnp.full((5, m.config.d_model), 1e39, jnp.float64)  # finite; inf in float32
+    with pytest.raises(ValueError, match="compute dtype float32.*inf at position 0"):
+        STATE_ENTRY_POINTS[name](m, states)
