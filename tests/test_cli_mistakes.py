@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +29,6 @@ def training_cli(argv) -> int:
     except SystemExit as exit_:
         return exit_.code
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--task", "copy_first", "--steps", "4", "--warmup", "0", "--d-model", "16",
         "--n-layers", "1", "--n-heads", "2", "--batch-size", "8", "--eval-examples", "8",
         "--eval-lengths", "4", "--no-progress"]
@@ -73,17 +70,6 @@ def test_theory_checks_out_is_a_file(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "--out" in one_line(capsys.readouterr().err)
     assert (tmp_path / "report").read_text() == "mine"
-
-
-def test_a_mistake_through_the_real_command_line(tmp_path):
-    """The same in a fresh process: exit status 2, one line, no traceback."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "theory_checks", "--only", ",", "--out",
-                           str(tmp_path / "r")], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=300)
-    assert done.returncode == 2
-    assert "--only ','" in one_line(done.stderr)
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
