@@ -170,3 +170,44 @@ def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step_00000001"]
     assert not (run / "metrics.json").exists()
     assert load_checkpoint(run / "checkpoints" / "step_00000001").step == 1
+
+
+# ---- a checkpoint directory's config.json (--model PATH, load_pretrained) -------------------
+
+
+def _hf_dir(tmp_path, config_text: str) -> Path:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(config_text)
+    save_file({"model.embed_tokens.weight": np.zeros((4, 2), np.float32)},
+              str(folder / "model.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("config_text, problem", [
+    ('{"model_type": "llama", "hidden_size": 6', "not valid JSON (cut off?)"),
+    ('{"model_type": "llama", "hidden_size": 64}', "required key 'num_attention_heads'"),
+    ('{"hidden_size": 64}', "required key(s) missing: 'model_type'"),
+    ('[1, 2]', "expected a JSON object"),
+])
+def test_a_damaged_config_json_names_the_file(tmp_path, config_text, problem):
+    from transformer.loading import load_pretrained
+
+    folder = _hf_dir(tmp_path, config_text)
+    with pytest.raises(ValueError) as err:
+        load_pretrained(folder)
+    assert str(folder / "config.json") in str(err.value) and problem in str(err.value)
+
+
+def test_a_damaged_config_json_on_the_command_line(tmp_path, capsys):
+    folder = _hf_dir(tmp_path, '{"model_type": "llama"')
+    with pytest.raises(SystemExit) as exit_:
+        theory_main(["--profile", "llm", "--model", str(folder), "--only", "R4",
+                     "--out", str(tmp_path / "report"), "--no-progress"])
+    assert exit_.value.code == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"{folder / 'config.json'}: not valid JSON" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no report, no partial
