@@ -37,6 +37,7 @@ from analysis.collapse_length import (  # noqa: F401  (re-exported)
     CollapseLength,
     CollapseReport,
     DecayFit,
+    check_sweep_finite,
     collapse_lengths,
     fit_decay,
     pair_norm,
@@ -51,6 +52,7 @@ from analysis.pairs import (  # noqa: F401  (re-exported)
     repeated_last_pair,
     separated_digits,
 )
+from analysis.checks import check_computed_finite
 from transformer import generate
 from transformer.config import DTYPES
 from transformer.model import Decoder
@@ -141,8 +143,10 @@ def last_token_states(model: Decoder, seq) -> np.ndarray:
         raise ValueError(f"token id {max(ids)} is outside the vocabulary")
     graphdef, state = nnx.split(model)
     tokens, last = jnp.asarray([ids], jnp.int32), jnp.asarray([len(ids) - 1])
-    out = _forward_states(graphdef, state, tokens, last)
-    return host64(out)[:, 0]
+    out = host64(_forward_states(graphdef, state, tokens, last))[:, 0]
+    check_computed_finite(out, f"the last-token states of a length-{len(ids)} sequence",
+                          lambda i: f"level {i[0]}")
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +183,9 @@ class CollapseSweep:
     dtypes: tuple[str, ...]
     states: np.ndarray
     states_star: np.ndarray
+
+    def __post_init__(self):
+        check_sweep_finite(self)  # no distance or fit is made of a NaN state
 
     def distance(self, norm: str = "linf") -> np.ndarray:
         """[D, N, L + 1] pair distances in the given norm ("l1" or "linf")."""

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from analysis.checks import check_computed_finite, fit_points
+
 # Unit round-off u = 2^-p of each format (p significant bits, R6).
 UNIT_ROUNDOFF = {
     "float64": 2.0**-53,
@@ -25,6 +27,16 @@ def pair_norm(x: np.ndarray, norm: str) -> np.ndarray:
         return np.abs(x).max(-1)
     raise ValueError(f"norm must be 'l1' or 'linf', got {norm!r}")
 
+
+
+def check_sweep_finite(sweep) -> None:
+    """ValueError naming the format, n and level of the first NaN / inf state of a sweep
+    (any object with dtypes, lengths, states, states_star [D, N, L + 1, m])."""
+    for name in ("states", "states_star"):
+        check_computed_finite(
+            getattr(sweep, name), f"the sweep's {name}",
+            lambda i: f"{sweep.dtypes[i[0]]}, n={sweep.lengths[i[1]]}, level {i[2]}",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +59,14 @@ def fit_decay(sweep, dtype: str, norm: str = "linf", level: int = -1) -> DecayFi
             rounding floor); norm: "l1" / "linf"; level: which level (-1: y).
     Returns:
         `DecayFit` (uses the n > 0 with a non-zero distance; needs at least two).
+    Raises:
+        ValueError: non-finite states in the sweep, fewer than two usable lengths, or
+            lengths without spread (`analysis.fitting.fit_points`).
     """
+    check_sweep_finite(sweep)
     d = sweep.distance(norm)[sweep.index(dtype), :, level]
-    n = np.asarray(sweep.lengths, float)
-    use = (d > 0) & (n > 0)
-    if use.sum() < 2:
-        raise ValueError(f"fewer than two non-zero distances to fit in {dtype}")
-    slope, log_c = np.polyfit(np.log(n[use]), np.log(d[use]), 1)
+    n, d = fit_points(sweep.lengths, d, log_x=True, what=f"the {dtype} decay fit")
+    slope, log_c = np.polyfit(np.log(n), np.log(d), 1)
     return DecayFit(dtype=dtype, slope=float(slope), log_c=float(log_c))
 
 
@@ -136,6 +149,7 @@ def collapse_lengths(
     Returns:
         `CollapseReport`.
     """
+    check_sweep_finite(sweep)
     ref = sweep.index(reference)
     n_levels = sweep.states.shape[2]
     if not -n_levels <= level < n_levels:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from analysis.checks import check_computed_finite
 from transformer.model import Decoder
 from transformer.rebuild import rebuild
 
@@ -101,6 +102,9 @@ def token_spread(model: Decoder, sequences: Sequence) -> TokenSpread:
     # bfloat16 -> float32 is exact; NumPy then widens exactly to float64.
     levels = [np.asarray(lv.astype(jnp.float32), np.float64) if lv.dtype.itemsize < 4
               else np.asarray(lv, np.float64) for lv in levels]
+    for i, lv in enumerate(levels):
+        check_computed_finite(lv, f"the states of sequences[{i}]",
+                              lambda j: f"level {j[0]}, position {j[1]}")
     token_ids = tuple(sorted(types))
     per_token = []
     for t in token_ids:

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.checks import fit_points
+
 
 def loglog_slope(x, y) -> float:
     """Least-squares slope of log(y) against log(x): y ~ C x^slope.
 
     Args:
-        x, y: [N] positive values (entries with y <= 0 are dropped: a distance that is
-            exactly zero has left the power law).
+        x, y: [N] finite values (entries with y <= 0 or x <= 0 are dropped: a distance that
+            is exactly zero has left the power law).
     Returns:
-        The fitted exponent (float); ValueError with fewer than two usable points.
+        The fitted exponent (float).
+    Raises:
+        ValueError: NaN or inf in x or y, fewer than two usable points, or x without spread.
     """
-    x = np.asarray(x, np.float64).reshape(-1)
-    y = np.asarray(y, np.float64).reshape(-1)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same length, got {x.shape} and {y.shape}")
-    keep = (x > 0) & (y > 0) & np.isfinite(y)
-    if keep.sum() < 2:
-        raise ValueError("need at least two points with positive x and y to fit a slope")
-    slope, _ = np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)
+    x, y = fit_points(x, y, log_x=True, what="loglog_slope")
+    slope, _ = np.polyfit(np.log(x), np.log(y), 1)
     return float(slope)
 
 
@@ -29,14 +27,12 @@ def geometric_rate(x, y) -> float:
     """Fitted ratio r of y ~ C r^x (log-linear least squares), for y > 0.
 
     Args:
-        x: [N] steps (e.g. depths); y: [N] positive values.
+        x: [N] steps (e.g. depths); y: [N] finite values (y <= 0 dropped).
     Returns:
         r (float).
+    Raises:
+        ValueError: as `loglog_slope`.
     """
-    x = np.asarray(x, np.float64).reshape(-1)
-    y = np.asarray(y, np.float64).reshape(-1)
-    keep = (y > 0) & np.isfinite(y)
-    if keep.sum() < 2:
-        raise ValueError("need at least two positive points to fit a geometric rate")
-    slope, _ = np.polyfit(x[keep], np.log(y[keep]), 1)
+    x, y = fit_points(x, y, log_x=False, what="geometric_rate")
+    slope, _ = np.polyfit(x, np.log(y), 1)
     return float(np.exp(slope))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from analysis.checks import check_computed_finite  # noqa: F401  (re-exported)
 from analysis.kernels import kernel_variants, pick_kernel
 from transformer.shapes import Array, ArrayLike, Float, Int, shape_checked
 
@@ -174,3 +175,4 @@ def check_result(model, result: jax.Array, what: str, *, zeros_possible: bool = 
             UnderflowWarning, stacklevel=3,
         )
     return result
+

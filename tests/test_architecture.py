@@ -99,6 +99,8 @@ def test_analysis_modules_stay_small():
 # Each analysis module imports only modules of strictly lower layers: the compiled runners
 # and their memory plan at the bottom, Jacobians, estimators and profiles above them.
 ANALYSIS_LAYERS = (
+    # pure checks on arrays (finite computed values, fit data), below everything
+    ("checks",),
     # 0: compiled-kernel variants, memory plans, and pure maths on arrays
     ("kernels", "memory", "fitting", "softmax", "spectral", "pairs", "collapse_length",
      "bound_report", "trace_estimation"),

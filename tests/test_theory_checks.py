@@ -10,6 +10,7 @@ import pytest
 
 from theory_checks import Profile, RunContext, run_check
 from theory_checks.__main__ import main
+from theory_checks.runner import release_compiled, run_checks
 
 QUICK = Profile("quick")
 
@@ -63,10 +64,49 @@ def test_r3_is_a_boundary_at_the_analytic_value(ctx):
     assert r.measured["tv_at_n_max"] == pytest.approx(2 * (math.e - 1) / (math.e + 1), abs=1e-12)
 
 
+def _memory_maps() -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for _ in f)
+
+
 @pytest.fixture(scope="module")
-def r4(tmp_path_factory):
-    ctx = RunContext(figure_dir=tmp_path_factory.mktemp("r4") / "figures", seed=0, reduced=True)
-    return _check("R4", ctx)
+def r4_run(tmp_path_factory):
+    """R4 through the profile runner (reduced sizes), with the process's memory-map count
+    before it, after it and after the runner released the compiled programs. R4 is the
+    quick profile's check that compiles the most programs (per-reading, per-encoding and
+    per-length sweeps; it took 18 of the first 19 minutes of a reduced profile run on the
+    shared CPU, R1-R3 the rest), so it is the cheapest run that shows both the peak of one
+    check and that nothing accumulates into the next."""
+    release_compiled()  # start from what the earlier tests of this module left: nothing
+    maps = {"before": _memory_maps()}
+
+    def after_check():
+        maps["after_check"] = _memory_maps()
+        release_compiled()
+        maps["released"] = _memory_maps()
+
+    figure_dir = tmp_path_factory.mktemp("r4") / "figures"
+    (result,) = run_checks(["R4"], QUICK, figure_dir, reduced=True, progress=False,
+                           after_check=after_check)
+    for fig in result.figures:
+        assert (figure_dir.parent / fig).stat().st_size > 1000
+    return result, maps
+
+
+@pytest.fixture(scope="module")
+def r4(r4_run):
+    return r4_run[0]
+
+
+def test_profile_runs_release_compiled_programs_between_checks(r4_run):
+    """The memory maps R4's compiled programs hold (XLA segfaults past vm.max_map_count,
+    65530) are given back before the next check, so a profile's peak is one check's."""
+    maps = r4_run[1]
+    grown = maps["after_check"] - maps["before"]
+    print(f"memory maps: {maps}")
+    assert grown > 500, maps  # R4 compiles many programs: else this test shows nothing
+    assert maps["after_check"] < 65530 // 2, maps
+    assert maps["released"] - maps["before"] < 0.25 * grown, maps
 
 
 def test_r4_collapse_inside_the_theorem_and_none_for_ape(r4):

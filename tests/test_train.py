@@ -17,10 +17,10 @@ from training.train import (
     TrainSpec,
     evaluate,
     latest_checkpoint,
-    main,
     make_optimizer,
     train,
 )
+from training.cli import main
 
 
 def small_config(**kw) -> TransformerConfig:

@@ -24,9 +24,16 @@ from theory_checks.runner import (  # noqa: E402
 )
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A user's mistake is one line on stderr naming the argument, and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
     """The command line; `reduced` (not an option) runs the test suite's smaller sizes."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="python -m theory_checks",
         description="Check every result (R1..R12) of 'Transformers need glasses!' numerically.",
     )
@@ -49,11 +56,10 @@ def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
     args = parser.parse_args(argv)
 
     profile = Profile(args.profile)
-    if args.model is not None and profile.name not in LLM_PROFILES:
-        parser.error("--model applies to --profile llm and llm-long only")
-    for model in args.model or ():
-        if not Path(model).expanduser().exists():
-            parser.error(f"--model {model}: no such file or directory")
+    try:
+        ids = validate_args(args, profile)
+    except ValueError as err:
+        parser.error(str(err))  # exit status 2, one message, before any check runs
     if args.list:
         import importlib
 
@@ -62,17 +68,29 @@ def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
             print(f"{cid:4s} {module.CHECK.paper_ref:28s} {module.CHECK.title}")
         return 0
     try:
-        ids = parse_only(args.only, profile)
-    except ValueError as err:
-        parser.error(str(err))
-    try:
-        report.check_writable(Path(args.out))
-    except ValueError as err:
-        parser.error(str(err))  # exit status 2, before any check runs
-    try:
         return _run(ids, profile, args, reduced=reduced)
     except ModelUnavailable as err:
         parser.error(str(err))
+
+
+# Seeds feed NumPy's default_rng and jax.random.key: non-negative, within 32 bits.
+MAX_SEED = 2**32 - 1
+
+
+def validate_args(args, profile: Profile) -> list[str]:
+    """Every check of the command line's arguments that can fail before a check runs;
+    ValueError naming the argument. Returns the check ids to run."""
+    if args.model is not None and profile.name not in LLM_PROFILES:
+        raise ValueError("--model applies to --profile llm and llm-long only")
+    for model in args.model or ():
+        if not Path(model).expanduser().exists():
+            raise ValueError(f"--model {model}: no such file or directory")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed {args.seed}: must be an integer in [0, {MAX_SEED}]")
+    ids = parse_only(args.only, profile)
+    if not args.list:  # --list writes nothing, so it needs no report folder
+        report.check_writable(Path(args.out))
+    return ids
 
 
 def _run(ids: list[str], profile: Profile, args, *, reduced: bool = False) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import time
 from pathlib import Path
@@ -59,9 +60,11 @@ def checks_for(profile: Profile) -> dict[str, str]:
 def parse_only(only: str | None, profile: Profile | None = None) -> list[str]:
     """'R4,R7' -> ['R4', 'R7'] (validated, any case, in paper order); None -> every id."""
     available = checks_for(profile or Profile())
-    if not only:
+    if only is None:
         return list(available)
     wanted = [part.strip().upper() for part in only.split(",") if part.strip()]
+    if not wanted:  # "--only ," or "--only ''" would run nothing and write an empty report
+        raise ValueError(f"--only {only!r} names no check; known: {', '.join(available)}")
     unknown = [w for w in wanted if w not in {cid.upper() for cid in available}]
     if unknown:
         raise ValueError(f"unknown check id(s) {unknown}; known: {', '.join(available)}")
@@ -86,6 +89,15 @@ def run_check(cid: str, profile: Profile, ctx: RunContext) -> CheckResult:
     )
 
 
+def release_compiled() -> None:
+    """Drop JAX's compiled programs (and what only they held). Every CPU executable holds
+    memory mappings; a profile that compiles many programs in one process passed the
+    kernel's per-process limit (vm.max_map_count, 65530) and XLA segfaulted, so the
+    runners release them after every check: the next check recompiles what it needs."""
+    jax.clear_caches()
+    gc.collect()
+
+
 def run_checks(
     ids: list[str],
     profile: Profile,
@@ -96,7 +108,10 @@ def run_checks(
     reduced: bool = False,
     progress: bool = True,
     model_path: str | None = None,
+    after_check=release_compiled,
 ) -> list[CheckResult]:
+    """Run the checks `ids` of a synthetic profile in one context; `after_check()` runs
+    after each (default: release the compiled programs; None keeps them)."""
     ctx = RunContext(
         figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced, model_path=model_path
     )
@@ -110,6 +125,8 @@ def run_checks(
         if bar is not None:
             bar.set_postfix_str(cid)
         results.append(run_check(cid, profile, ctx))
+        if after_check is not None:
+            after_check()
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -177,6 +194,7 @@ def run_llm_checks(
             if bar is not None:
                 bar.set_postfix_str(f"{source.label} {cid}")
             results.append(run_check(cid, profile, ctx))
+            release_compiled()
             if bar is not None:
                 bar.update(1)
         del ctx  # the model and its sweeps go before the next model loads

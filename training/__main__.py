@@ -1,7 +1,7 @@
-"""`python -m training`: train a decoder on one task (see `training.train.main`)."""
+"""`python -m training`: train a decoder on one task (see `training.cli`)."""
 
 import sys
 
-from training.train import cli
+from training.cli import cli
 
 sys.exit(cli())

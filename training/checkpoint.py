@@ -31,6 +31,7 @@ from safetensors import numpy as st_numpy
 
 from training.spec import TrainSpec, make_optimizer
 from transformer.config import TransformerConfig
+from transformer.loading.safetensors_io import read_json, read_safetensors
 from transformer.model import Decoder
 
 PARAMS_FILE = "params.safetensors"
@@ -124,16 +125,22 @@ def config_to_dict(config: TransformerConfig) -> dict:
     return d
 
 
-def config_from_dict(d: dict) -> TransformerConfig:
-    """Inverse of `config_to_dict` (validated by the config itself)."""
+def config_from_dict(d: dict, source: str = "config.json") -> TransformerConfig:
+    """Inverse of `config_to_dict` (validated by the config itself); errors name `source`."""
     d = dict(d)
     if isinstance(d.get("window"), list):
         d["window"] = tuple(d["window"])
-    known = {f.name for f in dataclasses.fields(TransformerConfig)}
-    unknown = sorted(set(d) - known)
+    fields = dataclasses.fields(TransformerConfig)
+    unknown = sorted(set(d) - {f.name for f in fields})
     if unknown:
-        raise ValueError(f"config.json has fields TransformerConfig does not know: {unknown}")
-    return TransformerConfig(**d)
+        raise ValueError(f"{source} has fields TransformerConfig does not know: {unknown}")
+    missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{source}: required key(s) missing: {', '.join(map(repr, missing))}")
+    try:
+        return TransformerConfig(**d)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
 
 
 # ---- save / load -----------------------------------------------------------------------------
@@ -227,36 +234,49 @@ def load_checkpoint(path: str | os.PathLike, optimizer=None) -> Checkpoint:
     path = Path(path)
     if not (path / PARAMS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
         raise ValueError(f"{path} is not a checkpoint (no {PARAMS_FILE} / {CONFIG_FILE})")
-    config = config_from_dict(json.loads((path / CONFIG_FILE).read_text()))
-    state = json.loads((path / STATE_FILE).read_text())
-    step = int(state.pop("step"))
+    config = config_from_dict(read_json(path / CONFIG_FILE), str(path / CONFIG_FILE))
+    state = read_json(path / STATE_FILE, required=("step",))
+    step = state.pop("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path / STATE_FILE}: 'step' must be a non-negative integer, "
+                         f"got {step!r}")
 
     model = nnx.eval_shape(lambda: Decoder(config, rngs=nnx.Rngs(0)))
     template = nnx.state(model, nnx.Param)
-    params = unflatten_named(template, st_numpy.load_file(str(path / PARAMS_FILE)), "params")
+    params = unflatten_named(template, read_safetensors(path / PARAMS_FILE),
+                             f"{path / PARAMS_FILE}")
+    _check_finite_arrays(params, path / PARAMS_FILE)
     nnx.update(model, params)
 
     opt_state = None
     if (path / OPT_FILE).is_file():
         if optimizer is None and (path / TRAIN_ARGS_FILE).is_file():
-            args = json.loads((path / TRAIN_ARGS_FILE).read_text())
+            args = read_json(path / TRAIN_ARGS_FILE, required=("train",))
             optimizer = make_optimizer(TrainSpec.from_dict(args["train"]))
         if optimizer is not None:
             opt_template = jax.eval_shape(optimizer.init, params)
-            arrays = st_numpy.load_file(str(path / OPT_FILE))
+            arrays = read_safetensors(path / OPT_FILE)
             names = _opt_arrays(jax.tree.map(lambda x: np.zeros((), np.int8), opt_template))
             if sorted(names) != sorted(arrays):
                 raise ValueError(
-                    f"opt_state: checkpoint does not match the optimizer; saved "
+                    f"{path / OPT_FILE}: does not match the optimizer; saved "
                     f"{sorted(arrays)[:5]}..., expected {sorted(names)[:5]}..."
                 )
             # Strip the index prefix back to plain paths for `unflatten_named`.
             plain = {k.split(":", 1)[1]: v for k, v in arrays.items()}
-            opt_state = unflatten_named(opt_template, plain, "opt_state")
+            opt_state = unflatten_named(opt_template, plain, f"{path / OPT_FILE}")
     return Checkpoint(model=model, opt_state=opt_state, step=step, meta=state)
 
 
 def read_train_args(path: str | os.PathLike) -> dict | None:
     """train_args.json of a checkpoint, or None when it has none."""
     f = Path(path) / TRAIN_ARGS_FILE
-    return json.loads(f.read_text()) if f.is_file() else None
+    return read_json(f) if f.is_file() else None
+
+
+def _check_finite_arrays(tree, source) -> None:
+    """ValueError naming the first parameter holding NaN or inf (a checkpoint of a diverged
+    run must not be resumed or analysed as if it were a model)."""
+    for name, array in flatten_named(tree).items():
+        if not np.isfinite(np.asarray(array, np.float64)).all():
+            raise ValueError(f"{source}: parameter {name} holds NaN or inf")

@@ -5,6 +5,7 @@ a run's optimizer without importing the train loop."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -50,6 +51,13 @@ class TrainSpec:
     eval_examples: int = 256
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):  # every float setting, including later ones
+            value = getattr(self, field.name)
+            if field.type == "float" and not (
+                isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
+                raise ValueError(f"{field.name} must be a finite number, got {value!r}")
         for name in ("steps", "batch_size", "log_every", "keep_checkpoints", "eval_examples"):
             _check_int(name, getattr(self, name), 1)
         _check_int("warmup_steps", self.warmup_steps, 0)

@@ -12,7 +12,7 @@ R5, R12) need models trained on short sequences and evaluated on longer ones. He
 - Checkpoints (training.checkpoint) under `out/checkpoints/step_XXXXXXXX`, each written
   atomically; `resume=True` continues from the latest one.
 
-CLI:
+CLI (`training.cli`):
     python -m training --task copy_last --steps 500 --out runs/copy_last \
         --min-len 4 --max-len 16 --eval-lengths 4 8 16 32 64
 writes out/metrics.json (loss curve, accuracy per length, config, seed, args), a plot
@@ -21,13 +21,10 @@ out/accuracy.png and prints a summary.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -46,7 +43,7 @@ from training.checkpoint import (
 )
 from training.evaluate import _answer_logits, _check_model, evaluate
 from training.spec import TrainSpec, _check_int, make_optimizer
-from training.tasks import VOCAB_SIZE, TaskSpec, batch_at_step, sequence_length
+from training.tasks import TaskSpec, batch_at_step
 from transformer.config import TransformerConfig
 from transformer.model import Decoder
 
@@ -81,6 +78,31 @@ def _train_step(graphdef, optimizer_fields: tuple):
         return params, opt_state, loss
 
     return step
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the parameters became NaN or inf: training stopped, and no checkpoint
+    was written from that point on (the last good one is kept)."""
+
+
+def _check_finite_losses(losses: list[float], first_step: int, out) -> None:
+    bad = [i for i, x in enumerate(losses) if not np.isfinite(x)]
+    if bad:
+        raise TrainingDiverged(
+            f"the loss became {losses[bad[0]]} at step {first_step + bad[0]}: training "
+            f"stopped ({_kept(out)}); lower --lr or check the data"
+        )
+
+
+def _kept(out) -> str:
+    """What is left on disk when training stops early."""
+    last = latest_checkpoint(out) if out is not None else None
+    return f"last good checkpoint kept: {last}" if last is not None else "no checkpoint written"
+
+
+def train_args(task: TaskSpec, spec: TrainSpec) -> dict:
+    """What a checkpoint's train_args.json holds (a resumed run must match it)."""
+    return {"task": dataclasses.asdict(task), "train": spec.to_dict()}
 
 
 def default_eval_lengths(task: TaskSpec) -> tuple[int, ...]:
@@ -141,14 +163,14 @@ def train(
     eval_lengths = spec.eval_lengths or default_eval_lengths(task)
     for n in eval_lengths:
         task.at_length(n)  # fail before training, not after
-    train_args = {"task": dataclasses.asdict(task), "train": spec.to_dict()}
+    saved_args = train_args(task, spec)
 
     optimizer = make_optimizer(spec)
     start, losses = 0, []
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
         saved = read_train_args(ckpt)
-        if saved != train_args:
+        if saved != saved_args:
             raise ValueError(f"cannot resume from {ckpt}: its task/train arguments differ")
         model, opt_state, start, meta = load_checkpoint(ckpt, optimizer)
         if config_to_dict(model.config) != config_to_dict(config):
@@ -168,17 +190,26 @@ def train(
     pending: list[jax.Array] = []  # losses not yet read back (reading syncs the device)
 
     def flush() -> None:
-        losses.extend(float(x) for x in pending)
+        new = [float(x) for x in pending]
+        _check_finite_losses(new, len(losses), out)
+        losses.extend(new)
         pending.clear()
 
     def checkpoint(step: int) -> None:
         if out is None:
             return
         flush()
+        finite = jax.tree.reduce(
+            lambda a, b: a & b, jax.tree.map(lambda p: jnp.isfinite(p).all(), params), True)
+        if not bool(finite):
+            raise TrainingDiverged(
+                f"the parameters hold NaN or inf at step {step}: training stopped "
+                f"({_kept(out)}); lower --lr"
+            )
         nnx.update(model, params)
         meta = {"seed": spec.seed, "data": {"seed": spec.seed, "next_step": step}, "loss": losses}
         target = Path(out) / CHECKPOINT_DIR / f"step_{step:08d}"
-        save_checkpoint(target, model, opt_state, step, meta=meta, train_args=train_args,
+        save_checkpoint(target, model, opt_state, step, meta=meta, train_args=saved_args,
                         overwrite=True)
         for old in _checkpoints(Path(out))[: -spec.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -200,6 +231,7 @@ def train(
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < end:
             checkpoint(done)
     bar.close()
+    flush()
     nnx.update(model, params)
     if end > start or ckpt is None:
         checkpoint(end)
@@ -217,161 +249,3 @@ def train(
         "wall_time_s": time.perf_counter() - t0,
     }
     return model, metrics
-
-
-# ---- reporting ---------------------------------------------------------------------------------
-
-
-def plot_accuracy(metrics: dict, path: str | os.PathLike) -> Path:
-    """PNG of accuracy against length, the training range shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    acc = {int(k): v for k, v in metrics["accuracy"].items()}
-    lengths = sorted(acc)
-    task = metrics["task"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.axvspan(task["min_len"], task["max_len"], color="0.9", label="training lengths")
-    ax.plot(lengths, [acc[n] for n in lengths], "o-", label="exact match")
-    ax.set_xlabel("length n (elements)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    extras = []
-    if task.get("sep_every"):
-        extras.append(f"sep every {task['sep_every']}")
-    if task.get("pattern", "constant") != "constant":
-        extras.append(task["pattern"])
-    suffix = f" ({', '.join(extras)})" if extras else ""
-    ax.set_title(f"{task['task']}{suffix}, seed {metrics['seed']}, {metrics['step']} steps")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _json_metrics(metrics: dict) -> dict:
-    out = dict(metrics)
-    out["accuracy"] = {str(k): v for k, v in metrics["accuracy"].items()}
-    return out
-
-
-def _parse_lengths(values: list[str]) -> tuple[int, ...]:
-    """Ints and inclusive ranges 'a:b' or 'a:b:step'."""
-    out: list[int] = []
-    for v in values:
-        parts = v.split(":")
-        try:
-            if len(parts) == 1:
-                out.append(int(v))
-            elif len(parts) in (2, 3):
-                a, b = int(parts[0]), int(parts[1])
-                step = int(parts[2]) if len(parts) == 3 else 1
-                out.extend(range(a, b + 1, step))
-            else:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"cannot read length {v!r}: use N, A:B or A:B:STEP") from None
-    return tuple(out)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m training",
-        description="Train a small decoder on a copying/counting task and plot accuracy "
-        "against length (Barbero et al. 2024, task probes).",
-    )
-    p.add_argument("--task", required=True)
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--min-len", type=int, default=4)
-    p.add_argument("--max-len", type=int, default=16)
-    p.add_argument("--sep-every", type=int, default=None)
-    p.add_argument("--pattern", default="constant")
-    p.add_argument("--p-one", type=float, default=0.7)
-    p.add_argument("--eval-lengths", nargs="+", default=None, help="N, A:B or A:B:STEP")
-    p.add_argument("--eval-examples", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--min-lr-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--clip", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue from out/checkpoints")
-    p.add_argument("--stop-at", type=int, default=None, help="stop early (resumable)")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--n-layers", type=int, default=2)
-    p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--d-mlp", type=int, default=None)
-    p.add_argument("--pos-encoding", default="rope")
-    p.add_argument("--norm", default="layernorm")
-    p.add_argument("--window", type=int, default=None)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """CLI entry point; returns the metrics it wrote."""
-    args = build_parser().parse_args(argv)
-    task = TaskSpec(
-        task=args.task, min_len=args.min_len, max_len=args.max_len, sep_every=args.sep_every,
-        pattern=args.pattern, p_one=args.p_one,
-    )
-    eval_lengths = _parse_lengths(args.eval_lengths) if args.eval_lengths else None
-    spec = TrainSpec(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-        warmup_steps=args.warmup, min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay, clip_norm=args.clip, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, eval_lengths=eval_lengths,
-        eval_examples=args.eval_examples,
-    )
-    longest = max((eval_lengths or ()) + (task.max_len,))
-    config = TransformerConfig(
-        vocab_size=VOCAB_SIZE, d_model=args.d_model, n_layers=args.n_layers,
-        n_heads=args.n_heads, d_mlp=args.d_mlp, pos_encoding=args.pos_encoding, norm=args.norm,
-        window=args.window, dtype=args.dtype, param_dtype=args.dtype,
-        max_len=max(2048, sequence_length(task, longest)),
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _, metrics = train(
-        config, task, spec, out=out, progress=not args.no_progress, resume=args.resume,
-        stop_at=args.stop_at,
-    )
-    metrics["args"] = vars(args)
-    (out / "metrics.json").write_text(json.dumps(_json_metrics(metrics), indent=2) + "\n")
-    plot_accuracy(metrics, out / "accuracy.png")
-    acc = metrics["accuracy"]
-    inside = [v for n, v in acc.items() if task.min_len <= n <= task.max_len]
-    beyond = {n: v for n, v in acc.items() if n > task.max_len}
-    final = metrics["final_loss"]
-    print(f"{task.task}: {metrics['step']} steps, seed {spec.seed}, final loss "
-          f"{'n/a' if final is None else f'{final:.4f}'}, "
-          f"{metrics['wall_time_s']:.1f} s")
-    if inside:
-        print(f"  accuracy at training lengths {task.min_len}-{task.max_len}: "
-              f"mean {np.mean(inside):.3f}")
-    if beyond:
-        print("  beyond: " + ", ".join(f"n={n}: {v:.3f}" for n, v in sorted(beyond.items())))
-    print(f"  wrote {out / 'metrics.json'} and {out / 'accuracy.png'}")
-    return metrics
-
-
-def cli() -> int:
-    """The command line: exit status 2 with the message on bad arguments."""
-    try:
-        main()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -8,6 +8,8 @@ expressed by setting these switches, never by branching on a model name.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +31,38 @@ def _check_choice(name: str, value, choices) -> None:
 def _check_positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+# Every float field must be a finite real number (`_check_float_fields` loops over the
+# annotations, so fields added later are covered); these must also be positive / at least 0.
+_POSITIVE_FLOATS = (
+    "rope_theta", "rope_theta_local", "rope_fraction", "rope_linear_factor", "norm_beta",
+    "attn_logit_softcap", "final_logit_softcap", "query_scale", "embedding_scale", "init_std",
+)
+_NON_NEGATIVE_FLOATS = ("norm_eps",)
+_AT_MOST = {"rope_fraction": 1.0}
+
+
+def _check_float_fields(config) -> None:
+    """Every float-annotated field (an optional one may be None) is a finite real number in
+    its range. A NaN epsilon, RoPE base, query scale or initialisation scale, or an infinite
+    norm_beta, would otherwise build a model whose every logit is NaN or zero."""
+    for field in dataclasses.fields(config):
+        if "float" not in str(field.type):
+            continue
+        name, value = field.name, getattr(config, field.name)
+        if value is None and "None" in str(field.type):
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        if name in _POSITIVE_FLOATS and not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+        if name in _NON_NEGATIVE_FLOATS and not value >= 0:
+            raise ValueError(f"{name} must be non-negative, got {value!r}")
+        if name in _AT_MOST and value > _AT_MOST[name]:
+            raise ValueError(f"{name} must be at most {_AT_MOST[name]:g}, got {value!r}")
 
 
 def resolve_dtype(name: str) -> jnp.dtype:
@@ -186,30 +220,14 @@ class TransformerConfig:
             _check_choice("softmax_dtype", self.softmax_dtype, DTYPES)
         _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
 
+        _check_float_fields(self)
         if self.pos_encoding == "sinusoidal" and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
-        if self.pos_encoding == "rope":
-            if not 0.0 < self.rope_fraction <= 1.0:
-                raise ValueError(f"rope_fraction must be in (0, 1], got {self.rope_fraction}")
-            if self.rope_dims < 2:
-                raise ValueError(
-                    f"rope_fraction={self.rope_fraction} of d_head={self.d_head} rotates "
-                    "fewer than 2 dimensions"
-                )
-            if self.rope_theta <= 0:
-                raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
-            if not self.rope_linear_factor > 0:
-                raise ValueError(
-                    f"rope_linear_factor must be positive, got {self.rope_linear_factor}"
-                )
-        if self.norm == "constant" and not self.norm_beta > 0:
-            raise ValueError(f"norm_beta must be positive, got {self.norm_beta}")
-        if self.norm_eps < 0:
-            raise ValueError(f"norm_eps must be non-negative, got {self.norm_eps}")
-        for name in ("attn_logit_softcap", "final_logit_softcap"):
-            cap = getattr(self, name)
-            if cap is not None and not cap > 0:
-                raise ValueError(f"{name} must be positive or None, got {cap}")
+        if self.pos_encoding == "rope" and self.rope_dims < 2:
+            raise ValueError(
+                f"rope_fraction={self.rope_fraction} of d_head={self.d_head} rotates "
+                "fewer than 2 dimensions"
+            )
 
         window = self.window
         if isinstance(window, (list, tuple)):

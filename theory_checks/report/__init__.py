@@ -6,7 +6,9 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from theory_checks.result import VERDICT_MEANINGS, CheckResult, dumps, to_jsonable
@@ -169,20 +171,41 @@ def check_writable(out: Path) -> None:
 
 
 @contextlib.contextmanager
+def sigterm_as_exit():
+    """Within the block, SIGTERM raises SystemExit(143) as Ctrl-C raises KeyboardInterrupt:
+    Python's default for SIGTERM ends the process at once, without the cleanup that keeps a
+    report atomic (an empty .partial- folder was left). Main thread only (where signal
+    handlers live); elsewhere the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def staging_folder(out: Path):
     """A temporary folder beside `out` that replaces `out` only if the block completes.
 
-    An interrupted run (exception, Ctrl-C) removes the staging folder and leaves any
+    An interrupted run (exception, Ctrl-C, SIGTERM) removes the staging folder and leaves any
     previous report at `out` untouched: never a half-written report in place.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with sigterm_as_exit():
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        try:
+            yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"

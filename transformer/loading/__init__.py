@@ -70,13 +70,15 @@ __all__ = [
 
 
 def model_from_tensors(
-    hf_config: Mapping, tensors: Mapping[str, np.ndarray], **precision
+    hf_config: Mapping, tensors: Mapping[str, np.ndarray], *, source: str = "config.json",
+    **precision,
 ) -> Decoder:
     """A decoder from a Hugging Face config dict and its tensors (all checks included).
 
     Args:
         hf_config: the parsed config.json (must name its `model_type`).
         tensors: {checkpoint tensor name: array}.
+        source: where hf_config came from, as error messages name it (the file).
         **precision: dtype, param_dtype, softmax_dtype, matmul_precision.
     Returns:
         The loaded `Decoder`.
@@ -95,11 +97,17 @@ def model_from_tensors(
             f"unknown or unsupported model_type {model_type!r} (supported: {sorted(ARCHITECTURES)})"
         )
     module = ARCHITECTURES[model_type]
-    config = module.to_config(hf_config, **precision)
+    try:  # both read the config only: a KeyError is a key the config lacks
+        config = module.to_config(hf_config, **precision)
+        family_specs = module.weight_specs(config, hf_config)
+    except KeyError as err:
+        raise ValueError(
+            f"{source}: required key {err.args[0]!r} is missing (model_type {model_type!r})"
+        ) from None
     prefix = find_prefix(tensors, module.PREFIXES, module.EMBED)
     specs = [
         dataclasses.replace(spec, sources=tuple(prefix + name for name in spec.sources))
-        for spec in module.weight_specs(config, hf_config)
+        for spec in family_specs
     ]
     ignore = getattr(module, "is_buffer", lambda name: False)
     if config.tie_embeddings:
@@ -153,7 +161,8 @@ def load_pretrained(
     path = Path(path)
     if path.is_dir():
         hf_config, tensors = read_checkpoint_dir(path)
-        model = model_from_tensors(hf_config, tensors, **precision)
+        model = model_from_tensors(hf_config, tensors, source=str(path / "config.json"),
+                                   **precision)
         tokenizer = None
         if (path / "tokenizer.json").is_file():
             from tokenizers import Tokenizer
@@ -164,7 +173,8 @@ def load_pretrained(
         meta, raw = read_gguf(path, accept=lambda meta: _check_gguf_architecture(path, meta))
         arch = meta["general.architecture"]
         hf_config, tensors = GGUF_ARCHITECTURES[arch].gguf_to_hf(meta, rename_tensors(arch, raw))
-        model = model_from_tensors(hf_config, tensors, **precision)
+        model = model_from_tensors(hf_config, tensors, source=f"{path} (GGUF metadata)",
+                                   **precision)
         return model, gguf_tokenizer(meta)
     if not path.exists():
         raise ValueError(f"{path}: no such file or directory")

@@ -40,6 +40,35 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from None
 
 
+def read_json(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> dict:
+    """A JSON object from a file, or ValueError naming the file and the problem: missing,
+    unreadable, cut off or garbled (with the line and column), not an object, or lacking
+    one of the `required` keys."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot be read ({err})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        # A file cut short ends inside a string or with brackets left open.
+        opened = text.count("{") + text.count("[") - text.count("}") - text.count("]")
+        cut_off = opened > 0 or err.pos >= len(text.rstrip())
+        cut = " (cut off?)" if cut_off or err.msg.startswith("Unterminated") else ""
+        raise ValueError(
+            f"{path}: not valid JSON{cut}: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ValueError(f"{path}: required key(s) missing: {', '.join(map(repr, missing))}")
+    return data
+
+
 def read_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """config.json and every tensor of a Hugging Face style checkpoint directory.
 
@@ -59,10 +88,10 @@ def read_checkpoint_dir(path: str | os.PathLike) -> tuple[dict, dict[str, np.nda
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{path}: no config.json (not a Hugging Face checkpoint directory)")
-    hf_config = json.loads(config_file.read_text())
+    hf_config = read_json(config_file, required=("model_type",))
     index_file = path / "model.safetensors.index.json"
     if index_file.is_file():
-        weight_map = json.loads(index_file.read_text()).get("weight_map")
+        weight_map = read_json(index_file).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index_file}: no 'weight_map'")
         files = sorted(set(weight_map.values()))
