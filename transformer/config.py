@@ -8,6 +8,7 @@ expressed by setting these switches, never by branching on a model name.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,8 @@ NORM_PLACEMENTS = ("pre", "post", "sandwich")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 MATMUL_PRECISIONS = ("highest", "high", "default")
+# How attention turns scores into weights (`transformer.layers.attention_softmax`).
+ATTN_SOFTMAXES = ("standard", "adaptive_temperature", "scalable")
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -91,6 +94,12 @@ class TransformerConfig:
         qkv_bias, out_bias: biases on the q/k/v and output projections.
         attn_logit_softcap: scores -> c * tanh(scores / c) when set.
         query_scale: multiplier of q.k (None: 1 / sqrt(d_head)).
+        attn_softmax: how scores become weights (`transformer.layers.attention_softmax`):
+            "standard" (softmax), "adaptive_temperature" (Velickovic et al. 2024, "Softmax
+            is not enough", arXiv 2410.01104: scores x beta(entropy), their inference-time
+            polynomial fit) or "scalable" (Scalable-Softmax, Nakanishi 2025, arXiv
+            2501.19399: scores x ssmax_s * log n, n the number of keys the query sees).
+        ssmax_s: the scalar s of Scalable-Softmax (finite, > 0; ignored otherwise).
 
     Embeddings:
         tie_embeddings: unembed with the embedding matrix; embedding_scale: multiply token
@@ -139,6 +148,8 @@ class TransformerConfig:
     out_bias: bool = False
     attn_logit_softcap: float | None = None
     query_scale: float | None = None
+    attn_softmax: str = "standard"
+    ssmax_s: float = 1.0
 
     tie_embeddings: bool = True
     embedding_scale: float | None = None
@@ -185,6 +196,10 @@ class TransformerConfig:
         if self.softmax_dtype is not None:
             _check_choice("softmax_dtype", self.softmax_dtype, DTYPES)
         _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+        _check_choice("attn_softmax", self.attn_softmax, ATTN_SOFTMAXES)
+        if not (isinstance(self.ssmax_s, (int, float)) and not isinstance(self.ssmax_s, bool)
+                and math.isfinite(self.ssmax_s) and self.ssmax_s > 0):
+            raise ValueError(f"ssmax_s must be a finite number > 0, got {self.ssmax_s!r}")
 
         if self.pos_encoding == "sinusoidal" and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")

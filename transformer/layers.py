@@ -166,6 +166,60 @@ def attention_mask(
     return mask[:, None]
 
 
+# "Softmax is not enough" (Velickovic, Perivolaropoulos, Barbero, Pascanu, arXiv 2410.01104),
+# their listing of `adaptive_temperature_softmax`: a degree-4 polynomial fit of the inverse
+# temperature beta against the Shannon entropy H (nats) of the attention row, highest
+# degree first (np.polyval order).
+ADAPTIVE_TEMPERATURE_POLY = (-0.037, 0.481, -2.3, 4.917, -1.791)
+ADAPTIVE_TEMPERATURE_MIN_ENTROPY = 0.5  # rows this sharp are left alone
+ADAPTIVE_TEMPERATURE_LOG_EPS = 1e-9  # H = -sum p log(p + eps), as in the listing
+
+
+def attention_softmax(
+    scores: jax.Array, mask: jax.Array, *, kind: str = "standard", ssmax_s: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
+    """Attention weights from scores: the decoder's one softmax, with its switches.
+
+    Args:
+        scores: [..., k] scaled (soft-capped, biased) scores, unmasked, in the accumulation
+            dtype.
+        mask: bool, broadcastable to scores: which keys each query sees.
+        kind: "standard": p = softmax(s) over the visible keys.
+            "adaptive_temperature" (Velickovic et al. 2024, their inference-time fix, from
+            the paper's code listing): p0 = softmax(s); H = -sum_j p0_j log(p0_j + 1e-9);
+            beta = max(poly(H), 1) where H > 0.5, else 1, poly the fit
+            `ADAPTIVE_TEMPERATURE_POLY`; p = softmax(beta s). beta never drops below 1, so
+            it only sharpens; poly peaks at about 2.42 near H = 4.4 nats and falls below 1
+            past H ~ 6.2 (about 500 equally weighted keys), where beta is 1 again.
+            Differentiated as written (beta's dependence on s included).
+            "scalable" (Scalable-Softmax, Nakanishi 2025): p = softmax((ssmax_s log n) s),
+            n the number of keys the row sees (visible keys of the mask: causal, window,
+            padding). Nakanishi learns s per layer and head; here it is one fixed number.
+        ssmax_s: s of Scalable-Softmax.
+    Returns:
+        (logits, pattern): the masked logits the softmax saw [..., k] (softmax(logits) ==
+        pattern) and the weights [..., k], both in the dtype of `scores`.
+    """
+    dtype = scores.dtype
+    masked = jnp.asarray(_masked_value(dtype), dtype)
+    if kind == "scalable":
+        n = jnp.sum(mask, axis=-1, keepdims=True).astype(dtype)  # [..., 1]
+        scores = scores * (jnp.asarray(ssmax_s, dtype) * jnp.log(jnp.maximum(n, 1)))
+    elif kind == "adaptive_temperature":
+        p0 = jax.nn.softmax(jnp.where(mask, scores, masked), axis=-1)
+        entropy = -jnp.sum(p0 * jnp.log(p0 + ADAPTIVE_TEMPERATURE_LOG_EPS), -1, keepdims=True)
+        poly = jnp.polyval(jnp.asarray(ADAPTIVE_TEMPERATURE_POLY, dtype), entropy)
+        beta = jnp.where(entropy > ADAPTIVE_TEMPERATURE_MIN_ENTROPY, jnp.maximum(poly, 1), 1)
+        scores = scores * beta.astype(dtype)
+    elif kind != "standard":
+        raise ValueError(f"attention softmax {kind!r} is not one of standard, "
+                         "adaptive_temperature, scalable")
+    # The mask goes on after the rescaling: a factor on the finite masked value could
+    # overflow it to -inf (NaN on a fully masked row).
+    logits = jnp.where(mask, scores, masked)
+    return logits, jax.nn.softmax(logits, axis=-1)
+
+
 def causal_block_bounds(t: int, n_blocks: int) -> list[tuple[int, int]]:
     """The query ranges [start, end) of `Attention`'s causal blocks for t queries: n_blocks
     blocks of ceil(t / n_blocks) (the last one shorter); [(0, t)] when t < n_blocks. Block
@@ -178,7 +232,8 @@ def causal_block_bounds(t: int, n_blocks: int) -> list[tuple[int, int]]:
 
 class Attention(nnx.Module):
     """Multi-head (MHA / GQA / MQA) attention with one explicit path:
-    scores -> soft-cap -> position bias -> mask -> softmax (accum dtype) -> mix."""
+    scores -> soft-cap -> position bias -> mask -> softmax (accum dtype; `attn_softmax`
+    chooses its variant, `attention_softmax`) -> mix."""
 
     def __init__(self, config: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
         c = config
@@ -384,8 +439,8 @@ class Attention(nnx.Module):
             slopes = jnp.asarray(self.alibi, acc)[None, :, None, None]  # [1, h, 1, 1]
             scores = scores - slopes * distance[:, None]
         mask = attention_mask(positions, k_pos, k_valid, causal=c.causal, window=self.window)
-        scores = jnp.where(mask, scores, jnp.asarray(_masked_value(acc), acc))
-        pattern = jax.nn.softmax(scores, axis=-1)
+        scores, pattern = attention_softmax(scores, mask, kind=c.attn_softmax,
+                                            ssmax_s=c.ssmax_s)
         if freeze_attention:
             pattern = jax.lax.stop_gradient(pattern)
 
