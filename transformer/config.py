@@ -22,6 +22,8 @@ DTYPES = ("float64", "float32", "bfloat16", "float16")
 MATMUL_PRECISIONS = ("highest", "high", "default")
 # How attention turns scores into weights (`transformer.layers.attention_softmax`).
 ATTN_SOFTMAXES = ("standard", "adaptive_temperature", "scalable")
+# Storage formats of fake quantisation (`activation_format`, `kv_format`).
+FLOAT8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -160,6 +162,8 @@ class TransformerConfig:
     param_dtype: str = "float32"
     softmax_dtype: str | None = "float32"
     matmul_precision: str = "highest"
+    activation_format: str | None = None
+    kv_format: str | None = None
 
     init_std: float = 0.02
 
@@ -197,6 +201,14 @@ class TransformerConfig:
             _check_choice("softmax_dtype", self.softmax_dtype, DTYPES)
         _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
         _check_choice("attn_softmax", self.attn_softmax, ATTN_SOFTMAXES)
+        for name in ("activation_format", "kv_format"):
+            fmt = getattr(self, name)
+            if fmt is not None:
+                _check_choice(name, fmt, FLOAT8_FORMATS)
+                if self.dtype not in ("float32", "float64"):
+                    raise ValueError(
+                        f"{name}={fmt!r} rounds stored values with float32 arithmetic; "
+                        f"it needs dtype float32 or float64, got dtype={self.dtype!r}")
         if not (isinstance(self.ssmax_s, (int, float)) and not isinstance(self.ssmax_s, bool)
                 and math.isfinite(self.ssmax_s) and self.ssmax_s > 0):
             raise ValueError(f"ssmax_s must be a finite number > 0, got {self.ssmax_s!r}")

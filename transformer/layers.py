@@ -28,6 +28,20 @@ def _normal(rngs: nnx.Rngs, shape, std: float, dtype) -> jax.Array:
     return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
 
 
+def round_to_format(x: jax.Array, fmt: str | None) -> jax.Array:
+    """Fake quantisation: x rounded to a float8 format and back to its own dtype.
+
+    Round to nearest, ties to even (the cast), after clipping to the format's largest finite
+    value (e4m3fn has no infinity: an unclipped overflow would be NaN; no per-tensor scale).
+    fmt None returns x unchanged. Not meant for differentiation (tangents are rounded too).
+    """
+    if fmt is None:
+        return x
+    f8 = jnp.dtype(fmt)
+    big = jnp.asarray(float(jnp.finfo(f8).max), x.dtype)
+    return jnp.clip(x, -big, big).astype(f8).astype(x.dtype)
+
+
 # ---- norms -----------------------------------------------------------------------------
 
 
@@ -45,6 +59,7 @@ class Norm(nnx.Module):
         self.beta = config.norm_beta
         self.unit_offset = config.rmsnorm_unit_offset
         self.accum_dtype = config.accum_dtype
+        self.store_format = config.activation_format
         width = width or config.d_model
         pdt = config.params_dtype
         if self.kind in ("layernorm", "rmsnorm"):
@@ -61,7 +76,7 @@ class Norm(nnx.Module):
         if self.kind == "none":
             return x
         if self.kind == "constant":
-            return x / jnp.asarray(self.beta, x.dtype)
+            return round_to_format(x / jnp.asarray(self.beta, x.dtype), self.store_format)
         xf = x.astype(self.accum_dtype)
         if self.kind == "layernorm":
             xf = xf - xf.mean(-1, keepdims=True)
@@ -72,7 +87,7 @@ class Norm(nnx.Module):
         out = xf * inv * scale
         if self.bias is not None:
             out = out + self.bias[...].astype(self.accum_dtype)
-        return out.astype(x.dtype)
+        return round_to_format(out.astype(x.dtype), self.store_format)
 
 
 # ---- positions ---------------------------------------------------------------------------
@@ -314,7 +329,8 @@ class Attention(nnx.Module):
             k = self.k_norm(k)
         if c.pos_encoding == "rope":
             k = apply_rope(k, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
-        return k, v
+        kv_format = c.kv_format or c.activation_format
+        return round_to_format(k, kv_format), round_to_format(v, kv_format)
 
     def project_qkv(self, x: jax.Array, positions: jax.Array, pos_vectors=None):
         """Queries, keys and values of new tokens from one matmul (weights side by side):
@@ -344,7 +360,9 @@ class Attention(nnx.Module):
             qk = jnp.concatenate([self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])], axis=2)
         if c.pos_encoding == "rope":  # queries and keys share the rotation of each position
             qk = apply_rope(qk, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
-        return qk[:, :, :h], qk[:, :, h:], v
+        kv_format = c.kv_format or c.activation_format
+        q = round_to_format(qk[:, :, :h], c.activation_format)
+        return q, round_to_format(qk[:, :, h:], kv_format), round_to_format(v, kv_format)
 
     @shape_checked
     def __call__(
@@ -413,9 +431,12 @@ class Attention(nnx.Module):
             scores = pattern = None
         else:
             mixed, scores, pattern = self._attend(q, positions, keys, freeze_attention)
+        fmt = self.config.activation_format
+        mixed = round_to_format(mixed, fmt)
         out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo[...].astype(dt), precision=prec)
         if self.bo is not None:
             out = out + self.bo[...].astype(dt)
+        out = round_to_format(out, fmt)
         return AttentionOutput(out=out, keys=k_new, values=v_new, scores=scores, pattern=pattern)
 
     def _attend(self, q, positions, keys, freeze_attention: bool):
@@ -569,7 +590,8 @@ class MLP(nnx.Module):
             if self.b_up is not None:
                 up = up + self.b_up[...].astype(dt)
             hidden = act(up)
+        hidden = round_to_format(hidden, c.activation_format)
         out = jnp.einsum("btf,fm->btm", hidden, self.w_down[...].astype(dt), precision=prec)
         if self.b_down is not None:
             out = out + self.b_down[...].astype(dt)
-        return out
+        return round_to_format(out, c.activation_format)
