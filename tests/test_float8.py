@@ -42,9 +42,13 @@ def test_rounding_matches_the_bit_layout_reference(fmt, dtype):
     assert round_to_format(jnp.asarray(x), None) is not None
 
 
+_forward = nnx.jit(lambda m, t: m.forward_from_embeddings(m.embed(t), capture=True))
+_logits = nnx.jit(lambda m, t: m(t))  # one compilation each, not one per eager op
+
+
 def _rounded_everywhere(model, tokens, fmt):
     """Every tapped activation of a fake-quantised model lies on the float8 grid."""
-    _, inter = model(tokens, capture=True)
+    inter = _forward(model, tokens).intermediates
     for name in ("resid_pre", "resid_mid", "resid_post", "y"):
         a = np.asarray(getattr(inter, name), np.float64)
         np.testing.assert_array_equal(a, ref_round_float8(a, fmt), err_msg=name)
@@ -55,22 +59,22 @@ def test_decoder_rounds_its_stored_activations_and_keeps_float32_arithmetic(fmt)
     model = make_model(seed=2, activation_format=fmt)
     tokens = jnp.arange(9)
     _rounded_everywhere(model, tokens, fmt)
-    out = model.forward_from_embeddings(model.embed(tokens))
+    out = _forward(model, tokens)
     for kv in (out.new_keys, out.new_values):
         a = np.asarray(kv, np.float64)
         np.testing.assert_array_equal(a, ref_round_float8(a, fmt))
     plain = make_model(seed=2)
     assert plain.config.activation_format is None
-    diff = np.abs(np.asarray(model(tokens)) - np.asarray(plain(tokens))).max()
+    diff = np.abs(np.asarray(_logits(model, tokens)) - np.asarray(_logits(plain, tokens))).max()
     assert 0 < diff  # float8 changes the logits; the weights are shared (float32)
-    assert model(tokens).dtype == jnp.float32
+    assert _logits(model, tokens).dtype == jnp.float32
 
 
 def test_kv_format_rounds_keys_and_values_only():
     fmt = "float8_e5m2"
     model = make_model(seed=4, kv_format=fmt)
     tokens = jnp.arange(7)
-    out = model.forward_from_embeddings(model.embed(tokens), capture=True)
+    out = _forward(model, tokens)
     for kv in (out.new_keys, out.new_values):
         a = np.asarray(kv, np.float64)
         np.testing.assert_array_equal(a, ref_round_float8(a, fmt))
@@ -79,7 +83,7 @@ def test_kv_format_rounds_keys_and_values_only():
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     plain = make_model(seed=4)
     nnx.update(plain, params)
-    assert np.abs(np.asarray(model(tokens)) - np.asarray(plain(tokens))).max() > 0
+    assert np.abs(np.asarray(_logits(model, tokens)) - np.asarray(_logits(plain, tokens))).max() > 0
 
 
 @pytest.mark.parametrize("bad", [dict(activation_format="float8_e3m4"),
