@@ -54,7 +54,7 @@ from analysis.pairs import (  # noqa: F401  (re-exported)
 )
 from analysis.checks import check_computed_finite
 from transformer import generate
-from transformer.config import DTYPES
+from transformer.config import DTYPES, FLOAT8_FORMATS
 from transformer.model import Decoder
 from transformer.rebuild import rebuild
 
@@ -221,8 +221,8 @@ def _check_sweep_args(model, family, lengths, dtypes, softmax_dtype):
     if not dtypes:
         raise ValueError("dtypes is empty")
     for d in dtypes:
-        if d not in DTYPES:
-            raise ValueError(f"dtype {d!r} is not one of {DTYPES}")
+        if d not in DTYPES + FLOAT8_FORMATS:
+            raise ValueError(f"dtype {d!r} is not one of {DTYPES + FLOAT8_FORMATS}")
     if len(set(dtypes)) != len(dtypes):
         raise ValueError(f"dtypes has duplicates: {dtypes}")
     if softmax_dtype is not None and softmax_dtype not in DTYPES:
@@ -237,7 +237,12 @@ def _check_sweep_args(model, family, lengths, dtypes, softmax_dtype):
 def _precision_kwargs(dtype: str, softmax_dtype: str | None) -> dict:
     """Compute and parameters in `dtype`; softmax/norm statistics in `dtype` (None) or in
     the wider of `dtype` and `softmax_dtype` (never narrower than the compute dtype, so a
-    float64 reference stays float64 throughout)."""
+    float64 reference stays float64 throughout). A float8 format is fake quantisation:
+    float32 weights and arithmetic, every stored activation rounded to it
+    (`activation_format`)."""
+    if dtype in FLOAT8_FORMATS:
+        return dict(dtype="float32", param_dtype="float32", softmax_dtype="float32",
+                    activation_format=dtype)
     if softmax_dtype is None:
         acc = dtype
     else:

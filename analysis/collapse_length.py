@@ -16,6 +16,9 @@ UNIT_ROUNDOFF = {
     "float32": 2.0**-24,
     "float16": 2.0**-11,
     "bfloat16": 2.0**-8,
+    # Fake-quantised float8 (activations stored in it, float32 arithmetic): 4 and 3 bits.
+    "float8_e4m3fn": 2.0**-4,
+    "float8_e5m2": 2.0**-3,
 }
 
 

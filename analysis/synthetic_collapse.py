@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from transformer import placement
-from transformer.layers import alibi_slopes, apply_rope, sinusoidal_encoding
+from transformer.config import ATTN_SOFTMAXES
+from transformer.layers import alibi_slopes, apply_rope, attention_softmax, sinusoidal_encoding
 
 ENCODINGS = ("none", "rope", "alibi", "sinusoidal")
 VARIANCES = ("1", "1/d")
@@ -116,7 +117,8 @@ def _ln(z: jax.Array) -> jax.Array:
     return z / jnp.sqrt((z * z).mean(-1, keepdims=True) + LN_EPS)
 
 
-def _pair_l1(key, lengths, sigma, shift, *, n_max, d, encoding, placement, appended):
+def _pair_l1(key, lengths, sigma, shift, *, n_max, d, encoding, placement, appended,
+             softmax="standard", ssmax_s=1.0):
     """||y_n - y*_(n+1)||_1 for every n in lengths [L], one draw of the elements.
 
     One matrix of scores [L, n_max] per sequence, masked to the first n keys; the last
@@ -146,34 +148,34 @@ def _pair_l1(key, lengths, sigma, shift, *, n_max, d, encoding, placement, appen
 
     def last_state(element, t_query, extra: bool):
         """y of the last token: element's query at t_query [L] against keys 1..n, plus the
-        element itself as an extra key/value at t_query when `extra`."""
+        element itself as an extra key/value at t_query when `extra`; the weights come
+        from the decoder's own softmax (`attention_softmax`, with its switch)."""
         qq = as_query_or_key(el["q"][element], t_query)  # [L, d]
         s = jnp.einsum("ld,jd->lj", qq, keys) / jnp.sqrt(d)  # [L, n_max]
         if encoding == "alibi":
             s = s - slope * jnp.abs(t_query[:, None] - pos[None, :])
-        s = jnp.where(idx[None, :] <= last[:, None], s, -jnp.inf)
-        top = s.max(-1)
+        seen = idx[None, :] <= last[:, None]  # [L, n_max]
         if extra:
             k_x = as_query_or_key(el["k"][element], t_query)
             s_x = jnp.einsum("ld,ld->l", qq, k_x) / jnp.sqrt(d)  # [L]; ALiBi distance 0
-            top = jnp.maximum(top, s_x)
-        w = jnp.exp(s - top[:, None])  # [L, n_max]
-        mixed, total = w @ vals, w.sum(-1)
+            s = jnp.concatenate([s, s_x[:, None]], axis=1)  # [L, n_max + 1]
+            seen = jnp.concatenate([seen, jnp.ones_like(seen[:, :1])], axis=1)
+        _, w = attention_softmax(s, seen, kind=softmax, ssmax_s=ssmax_s)
+        mixed = w[:, :n_max] @ vals  # [L, d]
         if extra:
             v_x = el["v"][element]
             v_x = with_ape(v_x, t_query, sigma) if ape_residual else v_x
-            w_x = jnp.exp(s_x - top)
-            mixed, total = mixed + w_x[:, None] * v_x, total + w_x
+            mixed = mixed + w[:, n_max:] * v_x
         stream = el["x"][element]
         stream = with_ape(stream, t_query, 1.0) if ape_residual else stream
-        return _ln(stream + mixed / total[:, None])
+        return _ln(stream + mixed)
 
     y = last_state(last, last, extra=False)
     y_star = last_state(src, t_star, extra=True)
     return jnp.abs(y - y_star).sum(-1)
 
 
-_STATIC = ("n_max", "d", "encoding", "placement", "appended")
+_STATIC = ("n_max", "d", "encoding", "placement", "appended", "softmax", "ssmax_s")
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _pair_l1_seeds(keys, lengths, sigma, shift, **options):
     """`_pair_l1` for a batch of keys [S]: [S, L] (sigma and the copy's position shift are
@@ -190,6 +192,8 @@ def synthetic_pair_distances(
     d: int = 64,
     *,
     appended: str = "repeat",
+    softmax: str = "standard",
+    ssmax_s: float = 1.0,
 ) -> np.ndarray:
     """R4 (Theorem 4.2), the paper's Figure 10 / 8 protocol: ||y_n - y*_(n+1)||_1.
 
@@ -201,11 +205,15 @@ def synthetic_pair_distances(
         d: width (the paper: 64).
         appended: "repeat" (the protocol: s* repeats element n) or "fresh" (a control
             outside the theorem: s* appends an independent element, which never collapses).
+        softmax, ssmax_s: the attention softmax and its s (the decoder's `attn_softmax`
+            switch, `transformer.layers.attention_softmax`; M1).
     Returns:
         [len(seeds), len(lengths)] float64 L1 distances.
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding={encoding!r} is not one of {ENCODINGS}")
+    if softmax not in ATTN_SOFTMAXES:
+        raise ValueError(f"softmax={softmax!r} is not one of {ATTN_SOFTMAXES}")
     if appended not in APPENDED:
         raise ValueError(f"appended={appended!r} is not one of {APPENDED}")
     if not isinstance(d, int) or d < 2 or d % 2:
@@ -218,7 +226,7 @@ def synthetic_pair_distances(
         raise ValueError("seeds is empty")
     options = dict(
         n_max=int(lengths.max()), d=d, encoding=encoding, placement=reading.placement,
-        appended=appended,
+        appended=appended, softmax=softmax, ssmax_s=float(ssmax_s),
     )
     rows = []
     with placement.default_device_for(jnp.float64):  # the host CPU when there is a TPU/GPU

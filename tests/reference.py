@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from tests.reference_softmax import ref_attention_weights
+
 
 def _gelu_exact(x):
     return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
@@ -96,8 +98,8 @@ def ref_attention(cfg, p, x, layer, pe=None):
                 s = cfg.attn_logit_softcap * np.tanh(s / cfg.attn_logit_softcap)
             if slopes is not None:
                 s = s - slopes[head] * np.array([abs(i - j) for j in visible])
-            w = np.exp(s - s.max())
-            w /= w.sum()
+            w = ref_attention_weights(s, getattr(cfg, "attn_softmax", "standard"),
+                                      getattr(cfg, "ssmax_s", 1.0))
             mixed[i] = sum(wj * v[j] for wj, j in zip(w, visible))
         out += mixed @ p["wo"][head]
     if "bo" in p:

@@ -30,6 +30,8 @@ CHECKS = {
     "R10": "synthetic.r10_no_positions",
     "R11": "synthetic.r11_u_shape",
     "R12": "synthetic.r12_mitigations",
+    # Beyond the paper: the next steps its authors and others published.
+    "M1": "synthetic.m1_softmax_switches",
 }
 
 

@@ -21,6 +21,10 @@ NORM_PLACEMENTS = ("pre", "post", "sandwich")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 MATMUL_PRECISIONS = ("highest", "high", "default")
+# How attention turns scores into weights (`transformer.layers.attention_softmax`).
+ATTN_SOFTMAXES = ("standard", "adaptive_temperature", "scalable")
+# Storage formats of fake quantisation (`activation_format`, `kv_format`).
+FLOAT8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
 
 
 def _check_choice(name: str, value, choices) -> None:
@@ -125,6 +129,12 @@ class TransformerConfig:
         qkv_bias, out_bias: biases on the q/k/v and output projections.
         attn_logit_softcap: scores -> c * tanh(scores / c) when set.
         query_scale: multiplier of q.k (None: 1 / sqrt(d_head)).
+        attn_softmax: how scores become weights (`transformer.layers.attention_softmax`):
+            "standard" (softmax), "adaptive_temperature" (Velickovic et al. 2024, "Softmax
+            is not enough", arXiv 2410.01104: scores x beta(entropy), their inference-time
+            polynomial fit) or "scalable" (Scalable-Softmax, Nakanishi 2025, arXiv
+            2501.19399: scores x ssmax_s * log n, n the number of keys the query sees).
+        ssmax_s: the scalar s of Scalable-Softmax (finite, > 0; ignored otherwise).
 
     Embeddings:
         tie_embeddings: unembed with the embedding matrix; embedding_scale: multiply token
@@ -173,6 +183,8 @@ class TransformerConfig:
     out_bias: bool = False
     attn_logit_softcap: float | None = None
     query_scale: float | None = None
+    attn_softmax: str = "standard"
+    ssmax_s: float = 1.0
 
     tie_embeddings: bool = True
     embedding_scale: float | None = None
@@ -183,6 +195,8 @@ class TransformerConfig:
     param_dtype: str = "float32"
     softmax_dtype: str | None = "float32"
     matmul_precision: str = "highest"
+    activation_format: str | None = None
+    kv_format: str | None = None
 
     init_std: float = 0.02
 
@@ -219,6 +233,18 @@ class TransformerConfig:
         if self.softmax_dtype is not None:
             _check_choice("softmax_dtype", self.softmax_dtype, DTYPES)
         _check_choice("matmul_precision", self.matmul_precision, MATMUL_PRECISIONS)
+        _check_choice("attn_softmax", self.attn_softmax, ATTN_SOFTMAXES)
+        for name in ("activation_format", "kv_format"):
+            fmt = getattr(self, name)
+            if fmt is not None:
+                _check_choice(name, fmt, FLOAT8_FORMATS)
+                if self.dtype not in ("float32", "float64"):
+                    raise ValueError(
+                        f"{name}={fmt!r} rounds stored values with float32 arithmetic; "
+                        f"it needs dtype float32 or float64, got dtype={self.dtype!r}")
+        if not (isinstance(self.ssmax_s, (int, float)) and not isinstance(self.ssmax_s, bool)
+                and math.isfinite(self.ssmax_s) and self.ssmax_s > 0):
+            raise ValueError(f"ssmax_s must be a finite number > 0, got {self.ssmax_s!r}")
 
         _check_float_fields(self)
         if self.pos_encoding == "sinusoidal" and self.d_model % 2:

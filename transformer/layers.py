@@ -28,6 +28,20 @@ def _normal(rngs: nnx.Rngs, shape, std: float, dtype) -> jax.Array:
     return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
 
 
+def round_to_format(x: jax.Array, fmt: str | None) -> jax.Array:
+    """Fake quantisation: x rounded to a float8 format and back to its own dtype.
+
+    Round to nearest, ties to even (the cast), after clipping to the format's largest finite
+    value (e4m3fn has no infinity: an unclipped overflow would be NaN; no per-tensor scale).
+    fmt None returns x unchanged. Not meant for differentiation (tangents are rounded too).
+    """
+    if fmt is None:
+        return x
+    f8 = jnp.dtype(fmt)
+    big = jnp.asarray(float(jnp.finfo(f8).max), x.dtype)
+    return jnp.clip(x, -big, big).astype(f8).astype(x.dtype)
+
+
 # ---- norms -----------------------------------------------------------------------------
 
 
@@ -45,6 +59,7 @@ class Norm(nnx.Module):
         self.beta = config.norm_beta
         self.unit_offset = config.rmsnorm_unit_offset
         self.accum_dtype = config.accum_dtype
+        self.store_format = config.activation_format
         width = width or config.d_model
         pdt = config.params_dtype
         if self.kind in ("layernorm", "rmsnorm"):
@@ -61,7 +76,7 @@ class Norm(nnx.Module):
         if self.kind == "none":
             return x
         if self.kind == "constant":
-            return x / jnp.asarray(self.beta, x.dtype)
+            return round_to_format(x / jnp.asarray(self.beta, x.dtype), self.store_format)
         xf = x.astype(self.accum_dtype)
         if self.kind == "layernorm":
             xf = xf - xf.mean(-1, keepdims=True)
@@ -72,7 +87,7 @@ class Norm(nnx.Module):
         out = xf * inv * scale
         if self.bias is not None:
             out = out + self.bias[...].astype(self.accum_dtype)
-        return out.astype(x.dtype)
+        return round_to_format(out.astype(x.dtype), self.store_format)
 
 
 # ---- positions ---------------------------------------------------------------------------
@@ -166,6 +181,60 @@ def attention_mask(
     return mask[:, None]
 
 
+# "Softmax is not enough" (Velickovic, Perivolaropoulos, Barbero, Pascanu, arXiv 2410.01104),
+# their listing of `adaptive_temperature_softmax`: a degree-4 polynomial fit of the inverse
+# temperature beta against the Shannon entropy H (nats) of the attention row, highest
+# degree first (np.polyval order).
+ADAPTIVE_TEMPERATURE_POLY = (-0.037, 0.481, -2.3, 4.917, -1.791)
+ADAPTIVE_TEMPERATURE_MIN_ENTROPY = 0.5  # rows this sharp are left alone
+ADAPTIVE_TEMPERATURE_LOG_EPS = 1e-9  # H = -sum p log(p + eps), as in the listing
+
+
+def attention_softmax(
+    scores: jax.Array, mask: jax.Array, *, kind: str = "standard", ssmax_s: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
+    """Attention weights from scores: the decoder's one softmax, with its switches.
+
+    Args:
+        scores: [..., k] scaled (soft-capped, biased) scores, unmasked, in the accumulation
+            dtype.
+        mask: bool, broadcastable to scores: which keys each query sees.
+        kind: "standard": p = softmax(s) over the visible keys.
+            "adaptive_temperature" (Velickovic et al. 2024, their inference-time fix, from
+            the paper's code listing): p0 = softmax(s); H = -sum_j p0_j log(p0_j + 1e-9);
+            beta = max(poly(H), 1) where H > 0.5, else 1, poly the fit
+            `ADAPTIVE_TEMPERATURE_POLY`; p = softmax(beta s). beta never drops below 1, so
+            it only sharpens; poly peaks at about 2.42 near H = 4.4 nats and falls below 1
+            past H ~ 6.2 (about 500 equally weighted keys), where beta is 1 again.
+            Differentiated as written (beta's dependence on s included).
+            "scalable" (Scalable-Softmax, Nakanishi 2025): p = softmax((ssmax_s log n) s),
+            n the number of keys the row sees (visible keys of the mask: causal, window,
+            padding). Nakanishi learns s per layer and head; here it is one fixed number.
+        ssmax_s: s of Scalable-Softmax.
+    Returns:
+        (logits, pattern): the masked logits the softmax saw [..., k] (softmax(logits) ==
+        pattern) and the weights [..., k], both in the dtype of `scores`.
+    """
+    dtype = scores.dtype
+    masked = jnp.asarray(_masked_value(dtype), dtype)
+    if kind == "scalable":
+        n = jnp.sum(mask, axis=-1, keepdims=True).astype(dtype)  # [..., 1]
+        scores = scores * (jnp.asarray(ssmax_s, dtype) * jnp.log(jnp.maximum(n, 1)))
+    elif kind == "adaptive_temperature":
+        p0 = jax.nn.softmax(jnp.where(mask, scores, masked), axis=-1)
+        entropy = -jnp.sum(p0 * jnp.log(p0 + ADAPTIVE_TEMPERATURE_LOG_EPS), -1, keepdims=True)
+        poly = jnp.polyval(jnp.asarray(ADAPTIVE_TEMPERATURE_POLY, dtype), entropy)
+        beta = jnp.where(entropy > ADAPTIVE_TEMPERATURE_MIN_ENTROPY, jnp.maximum(poly, 1), 1)
+        scores = scores * beta.astype(dtype)
+    elif kind != "standard":
+        raise ValueError(f"attention softmax {kind!r} is not one of standard, "
+                         "adaptive_temperature, scalable")
+    # The mask goes on after the rescaling: a factor on the finite masked value could
+    # overflow it to -inf (NaN on a fully masked row).
+    logits = jnp.where(mask, scores, masked)
+    return logits, jax.nn.softmax(logits, axis=-1)
+
+
 def causal_block_bounds(t: int, n_blocks: int) -> list[tuple[int, int]]:
     """The query ranges [start, end) of `Attention`'s causal blocks for t queries: n_blocks
     blocks of ceil(t / n_blocks) (the last one shorter); [(0, t)] when t < n_blocks. Block
@@ -178,7 +247,8 @@ def causal_block_bounds(t: int, n_blocks: int) -> list[tuple[int, int]]:
 
 class Attention(nnx.Module):
     """Multi-head (MHA / GQA / MQA) attention with one explicit path:
-    scores -> soft-cap -> position bias -> mask -> softmax (accum dtype) -> mix."""
+    scores -> soft-cap -> position bias -> mask -> softmax (accum dtype; `attn_softmax`
+    chooses its variant, `attention_softmax`) -> mix."""
 
     def __init__(self, config: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
         c = config
@@ -259,7 +329,8 @@ class Attention(nnx.Module):
             k = self.k_norm(k)
         if c.pos_encoding == "rope":
             k = apply_rope(k, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
-        return k, v
+        kv_format = c.kv_format or c.activation_format
+        return round_to_format(k, kv_format), round_to_format(v, kv_format)
 
     def project_qkv(self, x: jax.Array, positions: jax.Array, pos_vectors=None):
         """Queries, keys and values of new tokens from one matmul (weights side by side):
@@ -289,7 +360,9 @@ class Attention(nnx.Module):
             qk = jnp.concatenate([self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])], axis=2)
         if c.pos_encoding == "rope":  # queries and keys share the rotation of each position
             qk = apply_rope(qk, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
-        return qk[:, :, :h], qk[:, :, h:], v
+        kv_format = c.kv_format or c.activation_format
+        q = round_to_format(qk[:, :, :h], c.activation_format)
+        return q, round_to_format(qk[:, :, h:], kv_format), round_to_format(v, kv_format)
 
     @shape_checked
     def __call__(
@@ -358,9 +431,12 @@ class Attention(nnx.Module):
             scores = pattern = None
         else:
             mixed, scores, pattern = self._attend(q, positions, keys, freeze_attention)
+        fmt = self.config.activation_format
+        mixed = round_to_format(mixed, fmt)
         out = jnp.einsum("bqhd,hdm->bqm", mixed, self.wo[...].astype(dt), precision=prec)
         if self.bo is not None:
             out = out + self.bo[...].astype(dt)
+        out = round_to_format(out, fmt)
         return AttentionOutput(out=out, keys=k_new, values=v_new, scores=scores, pattern=pattern)
 
     def _attend(self, q, positions, keys, freeze_attention: bool):
@@ -384,8 +460,8 @@ class Attention(nnx.Module):
             slopes = jnp.asarray(self.alibi, acc)[None, :, None, None]  # [1, h, 1, 1]
             scores = scores - slopes * distance[:, None]
         mask = attention_mask(positions, k_pos, k_valid, causal=c.causal, window=self.window)
-        scores = jnp.where(mask, scores, jnp.asarray(_masked_value(acc), acc))
-        pattern = jax.nn.softmax(scores, axis=-1)
+        scores, pattern = attention_softmax(scores, mask, kind=c.attn_softmax,
+                                            ssmax_s=c.ssmax_s)
         if freeze_attention:
             pattern = jax.lax.stop_gradient(pattern)
 
@@ -514,7 +590,8 @@ class MLP(nnx.Module):
             if self.b_up is not None:
                 up = up + self.b_up[...].astype(dt)
             hidden = act(up)
+        hidden = round_to_format(hidden, c.activation_format)
         out = jnp.einsum("btf,fm->btm", hidden, self.w_down[...].astype(dt), precision=prec)
         if self.b_down is not None:
             out = out + self.b_down[...].astype(dt)
-        return out
+        return round_to_format(out, c.activation_format)

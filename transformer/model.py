@@ -21,7 +21,7 @@ from flax import nnx
 
 from transformer import placement
 from transformer.config import TransformerConfig
-from transformer.layers import MLP, Attention, Norm, _normal, sinusoidal_encoding
+from transformer.layers import MLP, Attention, Norm, _normal, round_to_format, sinusoidal_encoding
 from transformer.outputs import (
     AttentionOutput,
     BlockOutput,
@@ -73,6 +73,7 @@ class Block(nnx.Module):
 
     def __init__(self, config: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
         self.attn_layout, self.mlp_layout = LAYOUTS[config.norm_placement]
+        self.store_format = config.activation_format  # the residual stream's (fake) format
         self.attn = Attention(config, layer, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
         self.attn_norm = Norm(config, rngs=rngs)
@@ -105,7 +106,8 @@ class Block(nnx.Module):
         inner = norm(layout.pre, x)
         result = apply(inner)
         out = result.out if isinstance(result, AttentionOutput) else result
-        return norm(layout.outer, x + norm(layout.post, out)), inner, result
+        resid = round_to_format(norm(layout.outer, x + norm(layout.post, out)), self.store_format)
+        return resid, inner, result
 
     @shape_checked
     def __call__(
@@ -259,7 +261,7 @@ class Decoder(nnx.Module):
             v0 = v0 * jnp.asarray(c.embedding_scale, dt)
         if c.positions_in_residual:
             v0 = v0 + self._position_vectors(positions)
-        return v0
+        return round_to_format(v0, c.activation_format)
 
     def _position_vectors(self, positions: jax.Array) -> jax.Array:
         """Absolute position vectors p [b, n, m] (sinusoidal or learned) in the compute dtype."""
@@ -381,7 +383,7 @@ class Decoder(nnx.Module):
 
         if stop == c.n_layers:
             y = self.final_norm(v) if self.final_norm is not None else v
-            logits = self.unembed(y)
+            logits = round_to_format(self.unembed(y), c.activation_format)
         else:
             y, logits = v, None
 

@@ -62,6 +62,7 @@ class Intermediates:
         resid_mid:    [L', b, n, m]  z^(l), after the attention sublayer
         resid_post:   [L', b, n, m]  v^(l+1), the output of each layer
         attn_scores:  [L', b, h, n, k] scaled, soft-capped, biased, masked pre-softmax scores
+                                       (times the `attn_softmax` factor when it is not standard)
         attn_pattern: [L', b, h, n, k] Lambda^(l), the softmax per head (accum dtype)
         y:            [b, n, m]      final-normed states (= resid_post[-1] if stop_layer < L)
     """

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 matplotlib.rcParams.update({"axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8})
 
 UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+UNIT_ROUNDOFF.update({"float8_e4m3fn": 2.0**-4, "float8_e5m2": 2.0**-3})  # fake-quantised
 
 
 def new_figure(width: float = 6.4, height: float = 4.2):

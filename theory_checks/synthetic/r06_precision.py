@@ -16,12 +16,16 @@ CHECK = Check(
     "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5",
     claim="Distances that shrink with n fall below a format's resolution sooner the fewer "
     "significant bits it has: bfloat16 (8) and float16 (11) collapse far earlier than "
-    "float32 (24).",
+    "float32 (24); quantised formats fare worse still: float8 (e4m3fn 4, e5m2 3 bits, "
+    "activations stored in it) collapses no later than bfloat16.",
 )
 
 FORMATS = ("float64", "float32", "float16", "bfloat16")
 MAX_PREDICTION_FACTOR = 4.0  # measured and predicted collapse lengths within this factor
 LOW = ("float16", "bfloat16")
+# Float8 by fake quantisation (beyond the paper, which ran nothing below bfloat16): float32
+# weights and arithmetic, every stored activation rounded (TransformerConfig.activation_format).
+FLOAT8 = ("float8_e4m3fn", "float8_e5m2")
 PREMISE = ("the pair distance decays with n (fitted float64 slope < 0), and for float16 and "
            "bfloat16 the sweep reaches the collapse: a measured collapse length, or a "
            "predicted one within the sweep (n_pred <= n_max)")
@@ -43,7 +47,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                          param_dtype="float64",
                          softmax_dtype="float64")
     family = PairFamily(repeat_id=7, prompt_ids=(1, 2, 3, 4))
-    sweep = collapse_sweep(model, family, lengths, dtypes=FORMATS)
+    sweep = collapse_sweep(model, family, lengths, dtypes=FORMATS + FLOAT8)
     rep = collapse_lengths(sweep, norm="linf", reference="float64")
     never = n_max + 1  # "not within the sweep" ranks after every measured length
     length = {d: (c.collapse_length if c.collapse_length is not None else never)
@@ -54,6 +58,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         p, m = predicted[d], rep.per_dtype[d].collapse_length
         ratio[d] = (m / p) if (p and m) else float("nan")
     order_ok = length["bfloat16"] < length["float32"] and length["float16"] < length["float32"]
+    float8_ok = all(length[d] <= length["bfloat16"] for d in FLOAT8)
     prediction_ok = all(
         math.isfinite(r) and abs(math.log(r)) <= math.log(MAX_PREDICTION_FACTOR) for r in ratio.values()
     )
@@ -61,13 +66,13 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     # each format's resolution needs a shrinking distance and a sweep that gets there.
     decays = rep.fit.slope < 0
     reaches = {d: rep.per_dtype[d].collapse_length is not None
-               or (predicted[d] is not None and predicted[d] <= n_max) for d in LOW}
+               or (predicted[d] is not None and predicted[d] <= n_max) for d in LOW + FLOAT8}
     premise_reached = decays and all(reaches.values())
-    ok = order_ok and prediction_ok
+    ok = order_ok and prediction_ok and float8_ok
 
     path, rel = ctx.figure("r06_precision.png")
     fig, ax = new_figure()
-    for i, d in enumerate(FORMATS):
+    for i, d in enumerate(FORMATS + FLOAT8):
         dist = sweep.linf[i, :, -1]
         line = ax.semilogy(lengths, np.where(dist > 0, dist, np.nan), "-", lw=1, label=d)[0]
         ax.axhline(UNIT_ROUNDOFF[d] * rep.scale, color=line.get_color(), ls=":", lw=1)
@@ -83,13 +88,18 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         "its true distance is below the format's measured rounding-noise floor) of bfloat16 and "
         "float16 below float32's (not collapsing within the sweep counts as beyond it), and "
         f"measured/predicted within a factor {MAX_PREDICTION_FACTOR:g} for both, the prediction "
-        "being n where the fitted decay C n^s reaches u x typical ||y||_inf.",
+        "being n where the fitted decay C n^s reaches u x typical ||y||_inf; and the float8 "
+        "formats' (fake-quantised) collapse lengths no later than bfloat16's.",
         measured={
             "decay_slope_float64": rep.fit.slope, "state_scale_linf": rep.scale,
             **{f"{d}_collapse_length": rep.per_dtype[d].collapse_length for d in FORMATS},
             **{f"{d}_predicted_length": predicted[d] for d in FORMATS},
             **{f"{d}_noise_floor": rep.per_dtype[d].noise_floor for d in FORMATS},
             **{f"{d}_measured_over_predicted": ratio[d] for d in ratio},
+            **{f"{d}_collapse_length": rep.per_dtype[d].collapse_length for d in FLOAT8},
+            **{f"{d}_predicted_length": predicted[d] for d in FLOAT8},
+            **{f"{d}_noise_floor": rep.per_dtype[d].noise_floor for d in FLOAT8},
+            "float8_no_later_than_bfloat16": float8_ok,
             "n_max": n_max,
             "sweep_reaches_collapse": reaches,
         },
@@ -99,10 +109,14 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         to_reach_premise="" if premise_reached else (
             "a pair family whose distance decays (R4's setting)" if not decays else
             f"a sweep beyond n = {n_max} to the predicted collapse lengths: "
-            + ", ".join(f"{d} n ~ {fmt(predicted[d])}" for d in LOW if not reaches[d])),
-        key_number=", ".join(f"{d} {fmt(rep.per_dtype[d].collapse_length)}" for d in FORMATS[1:]),
+            + ", ".join(f"{d} n ~ {fmt(predicted[d])}" for d in LOW + FLOAT8
+                        if not reaches[d])),
+        key_number=", ".join(f"{d} {fmt(rep.per_dtype[d].collapse_length)}"
+                             for d in FORMATS[1:] + FLOAT8),
         setup=f"{describe(model)} cast to each format (parameters, compute, softmax and norms); "
         f"pairs: 4 prompt tokens + n vs n+1 copies of a token, n = 1..{n_max}; float64 is the "
-        "reference for the true distance and the rounding noise.",
-        figures=(rel,), dtypes=FORMATS,
+        "reference for the true distance and the rounding noise. float8_e4m3fn and "
+        "float8_e5m2: fake quantisation (float32 weights and arithmetic, every stored "
+        "activation rounded to the format, saturating, no scale).",
+        figures=(rel,), dtypes=FORMATS + FLOAT8,
     )
