@@ -206,3 +206,35 @@ def test_qk_layernorm_is_refused(model_type):
     config["qk_layernorm"] = True
     with pytest.raises(ValueError, match="unsupported setting qk_layernorm=True"):
         ARCHITECTURES[model_type].to_config(config)
+
+
+# ---- the llm profile on a tiny checkpoint of each family ----------------------------------
+
+
+def test_llm_profile_runs_on_every_family(tmp_path):
+    """`python -m theory_checks --profile llm --model DIR ...` (in-process, reduced sizes)
+    loads a tiny checkpoint of every family and writes one R12b result per model: the
+    windowed Mistral runs the whole check (sweeps in three formats, sensitivity past its
+    window), the others are reported as not applying (no windows). The other llm checks
+    cost about 25 CPU-seconds per model each and are run on a tiny Llama in
+    tests/test_llm_checks.py."""
+    from theory_checks.__main__ import main
+
+    names = [name for name in CONFIGS if name not in ("qwen3", "phi3")]  # one windowed
+    args = ["--profile", "llm"]
+    for name in names:
+        config = CONFIGS[name].__class__(**{**CONFIGS[name].to_dict(),
+                                            "max_position_embeddings": 512})
+        path = tmp_path / f"tiny-{name}"
+        tiny_hf_model(name, config=config).save_pretrained(path)
+        args += ["--model", str(path)]
+    out = tmp_path / "report"
+    code = main([*args, "--only", "R12b", "--out", str(out), "--no-progress"], reduced=True)
+    results = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in results] == [f"tiny-{name}" for name in names]
+    assert code == (1 if any(r["verdict"] == "fail" for r in results) else 0)
+    for r in results:
+        windowed = r["model"] == "tiny-mistral"
+        assert r["premise_reached"] == windowed, r["model"]
+        if windowed:
+            assert r["measured"]["window"] == 5 and r["measured"]["lengths_past_window"] >= 3

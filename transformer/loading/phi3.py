@@ -10,11 +10,10 @@ import numpy as np
 
 from transformer.config import TransformerConfig
 from transformer.loading import llama
-from transformer.loading.gguf_io import ArchMetadata
 from transformer.loading.mapping import Spec, activation, linear_to_heads
 
 MODEL_TYPES = ("phi3",)
-GGUF_ARCHITECTURES = ("phi3",)
+GGUF_ARCHITECTURES = ()  # GGUF not read yet (transformers' reader reads it: issue 22, open)
 PREFIXES = llama.PREFIXES
 EMBED = llama.EMBED
 
@@ -63,19 +62,3 @@ def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
             specs.append(spec)
     return specs
 
-
-def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
-    """A Hugging Face Phi3Config dict and tensors from GGUF metadata and renamed tensors.
-
-    llama.cpp's Phi-3 keeps the fused attn_qkv and stores gate_up_proj as ffn_up (twice the
-    MLP width); it rotates halves (nothing to un-permute).
-
-    Raises:
-        ValueError: metadata the decoder cannot represent (names the key).
-    """
-    m = ArchMetadata(meta)
-    hf = llama.gguf_hf_config(m, tensors, "phi3")
-    window = m.integer("attention.sliding_window", 0)
-    hf.update(hidden_act="silu", sliding_window=window or None)
-    m.check_all_read()
-    return hf, dict(tensors)

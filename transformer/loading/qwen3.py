@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 
 from transformer.config import TransformerConfig
 from transformer.loading import llama, qwen2
-from transformer.loading.gguf_io import ArchMetadata
 from transformer.loading.mapping import Spec
 
 MODEL_TYPES = ("qwen3",)
-GGUF_ARCHITECTURES = ("qwen3",)
+GGUF_ARCHITECTURES = ()  # GGUF not read yet (transformers' reader reads it: issue 22, open)
 PREFIXES = llama.PREFIXES
 EMBED = llama.EMBED
 
@@ -33,16 +31,3 @@ def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:
     del hf
     return llama.layer_specs(config)
 
-
-def gguf_to_hf(meta: Mapping, tensors: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
-    """A Hugging Face Qwen3 config dict and tensors from GGUF metadata and renamed tensors
-    (llama.cpp's Qwen3 rotates halves: nothing to un-permute; no sliding window).
-
-    Raises:
-        ValueError: metadata the decoder cannot represent (names the key).
-    """
-    m = ArchMetadata(meta)
-    hf = llama.gguf_hf_config(m, tensors, "qwen3")
-    hf.update(hidden_act="silu", use_sliding_window=False)
-    m.check_all_read()
-    return hf, dict(tensors)
