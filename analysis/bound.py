@@ -180,6 +180,12 @@ def _layer_factors(block, out, op_norm: str, local: bool, dtype):
     Each sub-layer computes outer(x + post(f(pre(x)))), so its Jacobian's norm is bounded
     by a(x) (I + p J_f r): for attention a = left, p = post, r = right per edge; for the
     MLP (one position) M = a_m (1 + p_m sigma_psi r_m)."""
+    if block.parallel:
+        raise NotImplementedError(
+            "the path bound is derived for sequential sub-layers (z = v + Attn, then the MLP "
+            "on z); a parallel_residual block (GPT-NeoX, Phi-2) adds both branches to v and "
+            "has no such factorisation here"
+        )
     pattern = out.attn.pattern[0]  # [h, n, n]
     n = pattern.shape[-1]
     ones = jnp.ones((n,), dtype)
@@ -192,6 +198,8 @@ def _layer_factors(block, out, op_norm: str, local: bool, dtype):
 
     right, post, left = factors(attn_layout)
     mlp_pre, mlp_post, mlp_outer = factors(mlp_layout)
+    # Each branch is scaled by residual_scale (Granite) before the add: part of "post".
+    post, mlp_post = post * block.residual_scale, mlp_post * block.residual_scale
     lip = _mlp_factor(block.mlp, out.mlp_in, op_norm, local)
     diag = mlp_outer * (1.0 + mlp_post * lip * mlp_pre)
     heads = head_constants(block.attn, op_norm).astype(dtype)  # [h]

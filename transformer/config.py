@@ -17,7 +17,8 @@ import jax.numpy as jnp
 POS_ENCODINGS = ("none", "sinusoidal", "learned", "rope", "alibi")
 ABS_POS_PLACEMENTS = ("residual", "scores")
 NORMS = ("layernorm", "rmsnorm", "none", "constant")
-NORM_PLACEMENTS = ("pre", "post", "sandwich")
+NORM_PLACEMENTS = ("pre", "post", "sandwich", "post_sublayer", "shared_pre")
+QK_NORM_OVER = ("head", "projection")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 MATMUL_PRECISIONS = ("highest", "high", "default")
@@ -112,7 +113,9 @@ class TransformerConfig:
         norm: "layernorm", "rmsnorm", "none", or "constant" (x / norm_beta: the scaling
             Theorem 5.1 assumes, no parameters).
         norm_placement: "pre" (the paper's), "post", "sandwich" (before and after each
-            sublayer, as Gemma 2).
+            sublayer, as Gemma 2), "post_sublayer" (OLMo-2: a norm on each sub-layer's
+            output before the residual add, no input norm), "shared_pre" (Phi-2,
+            StableLM's parallel blocks: one input norm that both sub-layers read).
         norm_eps, norm_bias (layernorm bias), rmsnorm_unit_offset (scale = 1 + w, Gemma),
         norm_beta (the constant of the `constant` norm), final_norm, qk_norm (RMS-normalise
         each query and key head, Gemma 3).
@@ -200,6 +203,24 @@ class TransformerConfig:
 
     init_std: float = 0.02
 
+    # ---- switches of the models researchers use (issue 22): Llama 3, OLMo-2, SmolLM3,
+    # GPT-NeoX / Phi-2, Granite. Validated in `_check_architecture_switches`.
+    # rope_llama3: Llama 3.1's frequency-dependent RoPE scaling, (factor, low_freq_factor,
+    #   high_freq_factor, original_max_position_embeddings); None: off. Applies where
+    #   rope_linear_factor would (every RoPE layer, or the global ones with rope_theta_local).
+    rope_llama3: tuple[float, float, float, int] | None = None
+    # no_rope_layers: indices of layers that skip RoPE (SmolLM3's NoPE layers).
+    no_rope_layers: tuple[int, ...] = ()
+    # qk_norm_over: what qk_norm normalises, each "head" (Qwen3, Gemma 3) or the whole
+    #   query / key "projection" of width n_heads * d_head / n_kv_heads * d_head (OLMo-2).
+    qk_norm_over: str = "head"
+    # parallel_residual: v' = v + Attn(pre_a(v)) + MLP(pre_m(v)) (GPT-NeoX, Phi-2).
+    parallel_residual: bool = False
+    # residual_scale: each sub-layer's branch times this before the add (Granite);
+    # logit_scale: logits times this, before any final soft-cap (Granite: 1 / logits_scaling).
+    residual_scale: float = 1.0
+    logit_scale: float = 1.0
+
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_len"):
             _check_positive_int(name, getattr(self, name))
@@ -272,6 +293,57 @@ class TransformerConfig:
                     raise ValueError(f"window entries must be int or None, got {w!r}")
                 if w < 1:
                     raise ValueError(f"window must be >= 1 (or None), got {w}")
+        self._check_architecture_switches()
+
+    def _check_architecture_switches(self) -> None:
+        """The issue-22 switches: finite, in range, and combined only where defined."""
+        _check_choice("qk_norm_over", self.qk_norm_over, QK_NORM_OVER)
+        for name in ("residual_scale", "logit_scale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be finite and positive, got {value!r}")
+        layers = self.no_rope_layers
+        if isinstance(layers, list):
+            layers = tuple(layers)
+            object.__setattr__(self, "no_rope_layers", layers)
+        if not isinstance(layers, tuple) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < self.n_layers
+            for i in layers
+        ):
+            raise ValueError(
+                f"no_rope_layers must be layer indices in [0, n_layers={self.n_layers}), "
+                f"got {self.no_rope_layers!r}"
+            )
+        if self.rope_llama3 is not None:
+            llama3 = tuple(self.rope_llama3)
+            object.__setattr__(self, "rope_llama3", llama3)
+            if len(llama3) != 4 or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in llama3
+            ):
+                raise ValueError(
+                    "rope_llama3 must be 4 finite numbers (factor, low_freq_factor, "
+                    f"high_freq_factor, original_max_position_embeddings), got {llama3!r}"
+                )
+            factor, low, high, original = llama3
+            if not (factor > 0 and 0 < low < high and original > 0):
+                raise ValueError(
+                    "rope_llama3 needs factor > 0, 0 < low_freq_factor < high_freq_factor and "
+                    f"original_max_position_embeddings > 0, got {llama3!r}"
+                )
+            if self.rope_linear_factor != 1.0:
+                raise ValueError("rope_llama3 and rope_linear_factor are two scalings of the "
+                                 "same frequencies: set one of them")
+        if self.parallel_residual and self.norm_placement not in ("pre", "shared_pre"):
+            raise ValueError(
+                "parallel_residual needs norm_placement 'pre' or 'shared_pre' (input norms "
+                f"only), got {self.norm_placement!r}"
+            )
+        if self.norm_placement == "shared_pre" and not self.parallel_residual:
+            raise ValueError("norm_placement='shared_pre' (one input norm for both "
+                             "sub-layers) is defined for parallel_residual=True only")
 
     # ---- derived quantities -------------------------------------------------------
 

@@ -109,7 +109,13 @@ def sinusoidal_encoding(positions: jax.Array, d_model: int, dtype) -> jax.Array:
 
 
 def apply_rope(
-    x: jax.Array, positions: jax.Array, rope_dims: int, theta: float, linear_factor: float = 1.0
+    x: jax.Array,
+    positions: jax.Array,
+    rope_dims: int,
+    theta: float,
+    linear_factor: float = 1.0,
+    *,
+    inv_freq: np.ndarray | None = None,
 ) -> jax.Array:
     """Rotary embedding (rotate-half layout) on the first `rope_dims` dims of each head.
 
@@ -117,14 +123,19 @@ def apply_rope(
         x: [b, t, heads, d].
         positions: [b, t] integer positions.
         linear_factor: linear RoPE scaling: frequencies divided by it (1.0: none).
+        inv_freq: [rope_dims / 2] frequencies to use instead of theta's (and linear_factor's),
+            e.g. `rope_frequencies` with Llama 3 scaling.
     Returns:
         [b, t, heads, d], same dtype as x.
     """
     wide = jnp.promote_types(x.dtype, jnp.float32)
     half = rope_dims // 2
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, rope_dims, 2, dtype=wide) / rope_dims))  # [half]
-    if linear_factor != 1.0:
-        inv_freq = inv_freq / linear_factor
+    if inv_freq is not None:
+        inv_freq = jnp.asarray(inv_freq, wide)  # [half]
+    else:
+        inv_freq = 1.0 / (theta ** (jnp.arange(0, rope_dims, 2, dtype=wide) / rope_dims))
+        if linear_factor != 1.0:
+            inv_freq = inv_freq / linear_factor
     angles = positions.astype(wide)[..., None] * inv_freq  # [b, t, half]
     cos = jnp.cos(angles)[:, :, None, :]  # [b, t, 1, half]
     sin = jnp.sin(angles)[:, :, None, :]
@@ -132,6 +143,34 @@ def apply_rope(
     x1, x2 = rot[..., :half], rot[..., half:]
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return jnp.concatenate([rotated.astype(x.dtype), rest], axis=-1)
+
+
+def rope_frequencies(
+    rope_dims: int, theta: float, linear_factor: float = 1.0, llama3=None
+) -> np.ndarray:
+    """RoPE's frequencies theta^(-2j / rope_dims), j < rope_dims / 2, scaled.
+
+    linear_factor divides every frequency. llama3 = (factor, low_freq_factor,
+    high_freq_factor, original_max_position_embeddings), Llama 3.1's scaling: with
+    wavelength lambda = 2 pi / f and L the original context, frequencies whose wavelength
+    is below L / high_freq_factor stay, those above L / low_freq_factor are divided by
+    `factor`, and those between interpolate, f ((1 - s) / factor + s) with
+    s = (L / lambda - low_freq_factor) / (high_freq_factor - low_freq_factor).
+
+    Returns:
+        [rope_dims / 2] float64 NumPy array.
+    """
+    freq = theta ** (-np.arange(0, rope_dims, 2, dtype=np.float64) / rope_dims) / linear_factor
+    if llama3 is None:
+        return freq
+    factor, low, high, original = (float(x) for x in llama3)
+    wavelength = 2 * np.pi / freq
+    smooth = (original / wavelength - low) / (high - low)
+    between = freq * ((1.0 - smooth) / factor + smooth)
+    return np.where(
+        wavelength < original / high, freq,
+        np.where(wavelength > original / low, freq / factor, between),
+    )
 
 
 def alibi_slopes(n_heads: int) -> np.ndarray:
@@ -260,10 +299,17 @@ class Attention(nnx.Module):
             else c.rope_theta
         )
         # Linear scaling goes with the global base (Gemma 3 scales only its global layers).
-        self.rope_linear_factor = (
-            1.0 if (self.window is not None and c.rope_theta_local is not None)
-            else c.rope_linear_factor
-        )
+        local_base = self.window is not None and c.rope_theta_local is not None
+        self.rope_linear_factor = 1.0 if local_base else c.rope_linear_factor
+        # RoPE on this layer (off on SmolLM3's NoPE layers). Llama 3's scaled frequencies
+        # are static (computed once in float64); the others come from theta in apply_rope.
+        self.use_rope = c.pos_encoding == "rope" and layer not in c.no_rope_layers
+        llama3 = None if local_base else c.rope_llama3
+        self.rope_inv_freq = None
+        if self.use_rope and llama3 is not None:
+            self.rope_inv_freq = tuple(
+                float(f) for f in rope_frequencies(c.rope_dims, self.rope_theta, 1.0, llama3)
+            )
         m, h, g, d, pdt = c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.params_dtype
         std = c.init_std
         self.wq = nnx.Param(_normal(rngs, (m, h, d), std, pdt))
@@ -279,8 +325,10 @@ class Attention(nnx.Module):
         self.bo = nnx.Param(jnp.zeros((m,), pdt)) if c.out_bias else None
         if c.qk_norm:
             qk_config = c.replace(norm="rmsnorm")
-            self.q_norm = Norm(qk_config, d, rngs=rngs)
-            self.k_norm = Norm(qk_config, d, rngs=rngs)
+            # per head (width d) or over the whole projection (OLMo-2: h d and g d)
+            whole = c.qk_norm_over == "projection"
+            self.q_norm = Norm(qk_config, h * d if whole else d, rngs=rngs)
+            self.k_norm = Norm(qk_config, g * d if whole else d, rngs=rngs)
         else:
             self.q_norm = self.k_norm = None
         if c.pos_encoding == "alibi":
@@ -326,10 +374,9 @@ class Attention(nnx.Module):
             k = k + self.bk[...].astype(dt)
             v = v + self.bv[...].astype(dt)
         if self.k_norm is not None:
-            k = self.k_norm(k)
-        if c.pos_encoding == "rope":
-            k = apply_rope(k, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
+            k = self._qk_normed(self.k_norm, k)
         kv_format = c.kv_format or c.activation_format
+        k = self._rotated(k, positions)
         return round_to_format(k, kv_format), round_to_format(v, kv_format)
 
     def project_qkv(self, x: jax.Array, positions: jax.Array, pos_vectors=None):
@@ -357,12 +404,28 @@ class Attention(nnx.Module):
             qkv = qkv + jnp.concatenate([self.bq[...], self.bk[...], self.bv[...]]).astype(dt)
         qk, v = qkv[:, :, : h + g], qkv[:, :, h + g :]
         if self.q_norm is not None:
-            qk = jnp.concatenate([self.q_norm(qk[:, :, :h]), self.k_norm(qk[:, :, h:])], axis=2)
-        if c.pos_encoding == "rope":  # queries and keys share the rotation of each position
-            qk = apply_rope(qk, positions, c.rope_dims, self.rope_theta, self.rope_linear_factor)
+            qk = jnp.concatenate([self._qk_normed(self.q_norm, qk[:, :, :h]),
+                                  self._qk_normed(self.k_norm, qk[:, :, h:])], axis=2)
+        qk = self._rotated(qk, positions)  # queries and keys share each position's rotation
         kv_format = c.kv_format or c.activation_format
         q = round_to_format(qk[:, :, :h], c.activation_format)
         return q, round_to_format(qk[:, :, h:], kv_format), round_to_format(v, kv_format)
+
+    def _qk_normed(self, norm: "Norm", x: jax.Array) -> jax.Array:
+        """q or k [b, t, heads, d] through its norm: per head, or over the whole projection
+        (qk_norm_over="projection": [b, t, heads * d] normalised as one vector)."""
+        if self.config.qk_norm_over == "head":
+            return norm(x)
+        b, t, heads, d = x.shape
+        return norm(x.reshape(b, t, heads * d)).reshape(b, t, heads, d)
+
+    def _rotated(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """x [b, t, heads, d] rotated by RoPE where this layer uses it, else x."""
+        if not self.use_rope:
+            return x
+        inv_freq = None if self.rope_inv_freq is None else np.asarray(self.rope_inv_freq)
+        return apply_rope(x, positions, self.config.rope_dims, self.rope_theta,
+                          self.rope_linear_factor, inv_freq=inv_freq)
 
     @shape_checked
     def __call__(

@@ -57,6 +57,9 @@ class SublayerLayout:
 #   pre (the paper's Pre-LN):  z = v + Attn(norm1(v));          v' = z + MLP(norm2(z))
 #   post (original):           z = norm1(v + Attn(v));          v' = norm2(z + MLP(z))
 #   sandwich (Gemma 2/3):      z = v + norm1'(Attn(norm1(v)));  v' = z + norm2'(MLP(norm2(z)))
+#   post_sublayer (OLMo-2):    z = v + norm1'(Attn(v));         v' = z + norm2'(MLP(z))
+#   shared_pre (Phi-2, parallel StableLM): both sub-layers read one input norm, norm1(v)
+# With parallel_residual both sub-layers read v: v' = v + Attn(pre1(v)) + MLP(pre2(v)).
 LAYOUTS: dict[str, tuple[SublayerLayout, SublayerLayout]] = {
     "pre": (SublayerLayout(pre="attn_norm"), SublayerLayout(pre="mlp_norm")),
     "post": (SublayerLayout(outer="attn_norm"), SublayerLayout(outer="mlp_norm")),
@@ -64,7 +67,10 @@ LAYOUTS: dict[str, tuple[SublayerLayout, SublayerLayout]] = {
         SublayerLayout(pre="attn_norm", post="attn_post_norm"),
         SublayerLayout(pre="mlp_norm", post="mlp_post_norm"),
     ),
+    "post_sublayer": (SublayerLayout(post="attn_post_norm"), SublayerLayout(post="mlp_post_norm")),
+    "shared_pre": (SublayerLayout(pre="attn_norm"), SublayerLayout(pre="attn_norm")),
 }
+NORM_NAMES = ("attn_norm", "mlp_norm", "attn_post_norm", "mlp_post_norm")
 
 
 class Block(nnx.Module):
@@ -74,13 +80,13 @@ class Block(nnx.Module):
     def __init__(self, config: TransformerConfig, layer: int, *, rngs: nnx.Rngs):
         self.attn_layout, self.mlp_layout = LAYOUTS[config.norm_placement]
         self.store_format = config.activation_format  # the residual stream's (fake) format
+        self.parallel = config.parallel_residual
+        self.residual_scale = config.residual_scale
         self.attn = Attention(config, layer, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
-        self.attn_norm = Norm(config, rngs=rngs)
-        self.mlp_norm = Norm(config, rngs=rngs)
-        sandwich = "attn_post_norm" in self.attn_layout.norms()
-        self.attn_post_norm = Norm(config, rngs=rngs) if sandwich else None
-        self.mlp_post_norm = Norm(config, rngs=rngs) if sandwich else None
+        named = self.attn_layout.norms() + self.mlp_layout.norms()
+        for name in NORM_NAMES:  # exactly the norms the layouts name (None: absent)
+            setattr(self, name, Norm(config, rngs=rngs) if name in named else None)
 
     @property
     def layouts(self) -> tuple[SublayerLayout, SublayerLayout]:
@@ -96,18 +102,26 @@ class Block(nnx.Module):
     def _sublayer(self, layout: SublayerLayout, x, apply, taps: dict):
         """outer(x + post(apply(pre(x)))), recording each norm's input in `taps`.
         Returns (result, what `apply` was applied to, what `apply` returned)."""
+        branch, inner, result = self._branch(layout, x, apply, taps)
+        resid = self._norm(layout.outer, x + branch, taps)
+        return round_to_format(resid, self.store_format), inner, result
 
-        def norm(name, h):
-            if name is None:
-                return h
-            taps[name] = h
-            return getattr(self, name)(h)
-
-        inner = norm(layout.pre, x)
+    def _branch(self, layout: SublayerLayout, x, apply, taps: dict):
+        """The residual branch s * post(apply(pre(x))) (s: residual_scale), with (what
+        `apply` was applied to, what it returned)."""
+        inner = self._norm(layout.pre, x, taps)
         result = apply(inner)
         out = result.out if isinstance(result, AttentionOutput) else result
-        resid = round_to_format(norm(layout.outer, x + norm(layout.post, out)), self.store_format)
-        return resid, inner, result
+        branch = self._norm(layout.post, out, taps)
+        if self.residual_scale != 1.0:  # Granite's residual_multiplier
+            branch = branch * jnp.asarray(self.residual_scale, branch.dtype)
+        return branch, inner, result
+
+    def _norm(self, name: str | None, h, taps: dict):
+        if name is None:
+            return h
+        taps[name] = h
+        return getattr(self, name)(h)
 
     @shape_checked
     def __call__(
@@ -136,7 +150,11 @@ class Block(nnx.Module):
                              pos_vectors=pos_vectors)
 
         z, attn_in, attn = self._sublayer(self.attn_layout, v, attend, taps)
-        v_next, mlp_in, _ = self._sublayer(self.mlp_layout, z, self.mlp, taps)
+        if self.parallel:  # both sub-layers read v: v' = v + attention branch + MLP branch
+            mlp_branch, mlp_in, _ = self._branch(self.mlp_layout, v, self.mlp, taps)
+            v_next = round_to_format(z + mlp_branch, self.store_format)
+        else:
+            v_next, mlp_in, _ = self._sublayer(self.mlp_layout, z, self.mlp, taps)
         return BlockOutput(resid_post=v_next, resid_mid=z, attn=attn, attn_in=attn_in,
                            mlp_in=mlp_in, taps=taps)
 
@@ -293,6 +311,8 @@ class Decoder(nnx.Module):
             )
         if self.lm_head_bias is not None:
             logits = logits + self.lm_head_bias[...].astype(dt)
+        if c.logit_scale != 1.0:  # Granite: logits / logits_scaling
+            logits = logits * jnp.asarray(c.logit_scale, dt)
         if c.final_logit_softcap is not None:
             cap = jnp.asarray(c.final_logit_softcap, dt)
             logits = cap * jnp.tanh(logits / cap)

@@ -1,7 +1,8 @@
 """Load real checkpoints (Hugging Face safetensors directories, llama.cpp GGUF files) into
 the decoder, so the paper's measurements (R4-R6, R8-R12) can run on trained models.
 
-Each architecture module (gpt2, llama, gemma, gemma2, gemma3, qwen2) maps its config onto
+Each architecture module (gpt2, llama, gemma, gemma2, gemma3, qwen2, mistral, qwen3, phi3,
+phi, olmo2, gpt_neox, stablelm, granite, smollm3) maps its config onto
 `TransformerConfig` switches and lists where every parameter comes from; the generic
 `mapping.assemble` checks the checkpoint against that list before building anything. A GGUF
 file of the same architectures is first turned into the Hugging Face layout (its metadata
@@ -25,7 +26,23 @@ from types import ModuleType
 
 import numpy as np
 
-from transformer.loading import gemma, gemma2, gemma3, gpt2, llama, qwen2
+from transformer.loading import (
+    gemma,
+    gemma2,
+    gemma3,
+    gpt2,
+    gpt_neox,
+    granite,
+    llama,
+    mistral,
+    olmo2,
+    phi,
+    phi3,
+    qwen2,
+    qwen3,
+    smollm3,
+    stablelm,
+)
 from transformer.loading.bundled import (
     BUNDLED_MODELS,
     gemma3_270m_gguf,
@@ -39,17 +56,22 @@ from transformer.loading.mapping import Spec, assemble, find_prefix, transpose
 from transformer.loading.safetensors_io import read_checkpoint_dir, read_safetensors
 from transformer.model import Decoder
 
+FAMILIES = (
+    gpt2, llama, gemma, gemma2, gemma3, qwen2,
+    mistral, qwen3, phi3, phi, olmo2, gpt_neox, stablelm, granite, smollm3,
+)
 ARCHITECTURES: dict[str, ModuleType] = {
-    model_type: module
-    for module in (gpt2, llama, gemma, gemma2, gemma3, qwen2)
-    for model_type in module.MODEL_TYPES
+    model_type: module for module in FAMILIES for model_type in module.MODEL_TYPES
 }
 # GGUF general.architecture -> module that turns GGUF metadata into a HF config.
 GGUF_ARCHITECTURES: dict[str, ModuleType] = {
-    arch: module
-    for module in (gpt2, llama, gemma, gemma2, gemma3, qwen2)
-    for arch in module.GGUF_ARCHITECTURES
+    arch: module for module in FAMILIES for arch in module.GGUF_ARCHITECTURES
 }
+# Mixture-of-experts families (config model_type and GGUF general.architecture): refused.
+MIXTURE_OF_EXPERTS = (
+    "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "granitemoe", "phimoe", "deepseek_v3",
+    "qwen2moe", "qwen3moe", "gpt_oss", "dbrx", "jamba",
+)
 LM_HEAD = "lm_head.weight"
 
 __all__ = [
@@ -92,6 +114,8 @@ def model_from_tensors(
             "model_type 'gemma3' is the multimodal Gemma 3; only the text model "
             "('gemma3_text', Gemma3ForCausalLM) is supported"
         )
+    if model_type in MIXTURE_OF_EXPERTS or "num_local_experts" in hf_config:
+        raise ValueError(_moe_message(model_type))
     if model_type not in ARCHITECTURES:
         raise ValueError(
             f"unknown or unsupported model_type {model_type!r} (supported: {sorted(ARCHITECTURES)})"
@@ -122,9 +146,12 @@ def model_from_tensors(
             ignore = lambda name: name == LM_HEAD or buffers(name)  # noqa: E731
     else:
         # The head lives outside the prefix ("lm_head.weight", not "model.lm_head.weight").
+        head = getattr(module, "HEAD", LM_HEAD)  # GPT-NeoX: embed_out.weight
         specs.append(
-            Spec(("unembedding",), (LM_HEAD,), ((config.vocab_size, config.d_model),), transpose)
+            Spec(("unembedding",), (head,), ((config.vocab_size, config.d_model),), transpose)
         )
+    if config.lm_head_bias:  # Phi-2's head has a bias, beside the head weight
+        specs.append(Spec(("lm_head_bias",), (module.HEAD_BIAS,), ((config.vocab_size,),)))
     return assemble(config, specs, tensors, ignore=ignore)
 
 
@@ -184,8 +211,15 @@ def load_pretrained(
     )
 
 
+def _moe_message(name) -> str:
+    return (f"{name!r} is a mixture-of-experts model: MoE models are out of scope (the "
+            "decoder has one dense MLP per layer, and the paper's analysis assumes one)")
+
+
 def _check_gguf_architecture(path: Path, meta: Mapping) -> None:
     arch = meta.get("general.architecture")
+    if arch in MIXTURE_OF_EXPERTS:
+        raise ValueError(f"{path}: " + _moe_message(arch))
     if arch not in GGUF_ARCHITECTURES:
         raise ValueError(
             f"{path}: GGUF architecture {arch!r} is not supported (supported: "

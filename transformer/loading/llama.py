@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from transformer.config import TransformerConfig
+from transformer.model import LAYOUTS
 from transformer.loading.gguf_io import ArchMetadata, rope_scaling, tied_head
 from transformer.loading.mapping import (
     Spec,
@@ -20,7 +21,7 @@ from transformer.loading.mapping import (
     linear_to_heads,
     linear_to_out_heads,
     norm_specs,
-    rope_parameters,
+    rope_switches,
     transpose,
 )
 
@@ -62,16 +63,18 @@ def llama_style_config(
         read: fields the architecture reads from its config (override everything else).
         tie_default: tie_word_embeddings when the config does not say.
         rope: (theta, linear factor) when the architecture reads them its own way (default:
-            `rope_parameters(hf)`).
+            `rope_switches(hf)`: theta, linear or Llama 3 scaling, partial rotary).
         **precision: dtype, param_dtype, softmax_dtype, matmul_precision.
     """
-    theta, factor = rope_parameters(hf) if rope is None else rope
+    if rope is None:
+        rope_fields = rope_switches(hf)
+    else:
+        rope_fields = dict(rope_theta=rope[0], rope_linear_factor=rope[1])
     bias = bool(hf.get("attention_bias", False))
     fields = dict(
         **sizes(hf),
         **SHARED,
-        rope_theta=theta,
-        rope_linear_factor=factor,
+        **rope_fields,
         norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         qkv_bias=bias,
         out_bias=bias,
@@ -103,6 +106,7 @@ def layer_specs(
     mlp_norm: str = "post_attention_layernorm",
     attn_post_norm: str | None = None,
     mlp_post_norm: str | None = None,
+    norms: Mapping[str, str] | None = None,
 ) -> list[Spec]:
     """Specs of every decoder parameter for Llama-style tensor names (no prefix).
 
@@ -112,7 +116,12 @@ def layer_specs(
             use that name for the norm after attention and call this one
             pre_feedforward_layernorm).
         attn_post_norm, mlp_post_norm: sandwich norm names (Gemma 2/3).
+        norms: {decoder norm attribute: checkpoint name} replacing the three arguments
+            above (OLMo-2 has post norms only); only the norms the block has are read.
     """
+    if norms is None:
+        norms = dict(attn_norm="input_layernorm", mlp_norm=mlp_norm,
+                     attn_post_norm=attn_post_norm, mlp_post_norm=mlp_post_norm)
     c = config
     m, h, g, d, f, v = c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.vocab_size
     specs = [Spec(("embedding",), (EMBED,), ((v, m),))]
@@ -146,15 +155,21 @@ def layer_specs(
                 Spec((*t, "mlp", "b_down"), (p + "mlp.down_proj.bias",), ((m,),)),
             ]
         if c.qk_norm:
-            specs += norm_specs((*t, "attn", "q_norm"), a + "q_norm.weight", None, d, c)
-            specs += norm_specs((*t, "attn", "k_norm"), a + "k_norm.weight", None, d, c)
-        specs += norm_specs((*t, "attn_norm"), p + "input_layernorm.weight", None, m, c)
-        specs += norm_specs((*t, "mlp_norm"), p + mlp_norm + ".weight", None, m, c)
-        if c.norm_placement == "sandwich":
-            specs += norm_specs((*t, "attn_post_norm"), p + attn_post_norm + ".weight", None, m, c)
-            specs += norm_specs((*t, "mlp_post_norm"), p + mlp_post_norm + ".weight", None, m, c)
-    specs += norm_specs(("final_norm",), "norm.weight", None, m, c)
+            whole = c.qk_norm_over == "projection"  # OLMo-2: over all heads at once
+            qn = ("q_norm", h * d if whole else d), ("k_norm", g * d if whole else d)
+            for name, width in qn:
+                specs += norm_specs((*t, "attn", name), a + name + ".weight", None, width, c)
+        for name in block_norms(c):
+            source = p + norms[name]
+            specs += norm_specs((*t, name), source + ".weight", source + ".bias", m, c)
+    specs += norm_specs(("final_norm",), "norm.weight", "norm.bias", m, c)
     return specs
+
+
+def block_norms(config: TransformerConfig) -> tuple[str, ...]:
+    """The norm attributes a decoder block of this config has (model.LAYOUTS decides)."""
+    attn, mlp = LAYOUTS[config.norm_placement]
+    return tuple(dict.fromkeys(attn.norms() + mlp.norms()))
 
 
 def weight_specs(config: TransformerConfig, hf: Mapping) -> list[Spec]:

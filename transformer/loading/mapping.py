@@ -56,29 +56,71 @@ def activation(name: str | None, where: str) -> str:
     return HF_ACTIVATIONS[name]
 
 
-def rope_parameters(hf: Mapping, layer_type: str | None = None, default_theta=10_000.0):
-    """(theta, linear scaling factor) from a config's rope settings.
+# RoPE scalings the decoder has no switch for, refused by name (rope_switches).
+UNSUPPORTED_ROPE = {
+    "yarn": "YaRN",
+    "dynamic": "dynamic NTK",
+    "longrope": "LongRoPE",
+    "su": "LongRoPE ('su')",
+    "proportional": "proportional",
+}
 
-    Reads both the transformers>=5 `rope_parameters` dict (optionally keyed by layer type)
-    and the older `rope_theta` / `rope_scaling` fields. Only the default and linear RoPE
-    types are supported; anything else is a ValueError naming it.
+
+def rope_switches(hf: Mapping, layer_type: str | None = None, default_theta=10_000.0) -> dict:
+    """The decoder's RoPE switches (rope_theta, rope_linear_factor, rope_llama3,
+    rope_fraction) from a config's rope settings.
+
+    Reads both the transformers>=5 `rope_parameters` dict (optionally keyed by layer type;
+    it may hold partial_rotary_factor) and the transformers 4.x top-level fields
+    (`rope_theta` / `rope_scaling`, `partial_rotary_factor`; GPT-NeoX's `rotary_emb_base`
+    and `rotary_pct`). Types "default", "linear" and "llama3" are implemented; YaRN,
+    dynamic NTK, LongRoPE and any other type are a ValueError naming it.
     """
     params = hf.get("rope_parameters")
     if isinstance(params, Mapping) and layer_type is not None and layer_type in params:
         params = params[layer_type]
     if not isinstance(params, Mapping):
         params = dict(hf.get("rope_scaling") or {})
-        params.setdefault("rope_theta", hf.get("rope_theta", default_theta))
+        params.setdefault("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base",
+                                                                    default_theta)))
     params = dict(params)
     theta = float(params.get("rope_theta", hf.get("rope_theta", default_theta)))
+    fraction = params.get("partial_rotary_factor",
+                          hf.get("partial_rotary_factor", hf.get("rotary_pct", 1.0)))
+    out = dict(rope_theta=theta, rope_linear_factor=1.0, rope_llama3=None,
+               rope_fraction=float(1.0 if fraction is None else fraction))
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
-        return theta, 1.0
+        return out
     if kind == "linear":
-        return theta, float(params["factor"])
+        return dict(out, rope_linear_factor=float(params["factor"]))
+    if kind == "llama3":
+        missing = [k for k in ("factor", "low_freq_factor", "high_freq_factor",
+                               "original_max_position_embeddings") if k not in params]
+        if missing:
+            raise ValueError(f"rope scaling 'llama3' without {missing} ({params})")
+        return dict(out, rope_llama3=(
+            float(params["factor"]), float(params["low_freq_factor"]),
+            float(params["high_freq_factor"]), int(params["original_max_position_embeddings"]),
+        ))
+    name = UNSUPPORTED_ROPE.get(kind, repr(kind))
     raise ValueError(
-        f"unsupported rope scaling {kind!r} ({params}); only 'default' and 'linear' are implemented"
+        f"unsupported rope scaling {kind!r} ({params}): {name} scaling is not implemented; "
+        "only 'default', 'linear' and 'llama3' are (YaRN, dynamic NTK and LongRoPE are not)"
     )
+
+
+def rope_parameters(hf: Mapping, layer_type: str | None = None, default_theta=10_000.0):
+    """(theta, linear scaling factor) from a config's rope settings (`rope_switches`), for
+    the architectures that have neither Llama 3 scaling nor partial rotary.
+
+    Raises:
+        ValueError: any rope type but "default" and "linear", naming it.
+    """
+    switches = rope_switches(hf, layer_type, default_theta)
+    if switches["rope_llama3"] is not None:
+        raise ValueError("unsupported rope scaling 'llama3' for this architecture")
+    return switches["rope_theta"], switches["rope_linear_factor"]
 
 
 def check_unsupported(hf: Mapping, where: str, **expected) -> None:
