@@ -73,7 +73,7 @@ def test_r4_collapse_inside_the_theorem_and_none_for_ape(r4):
     r = r4
     m = r.measured
     assert r.verdict == "pass"
-    assert m["embeddings_slope_none"] <= -0.5 and m["embeddings_slope_rope"] < 0
+    assert m["embeddings_slopes"]["NoPE"] <= -0.5 and m["embeddings_slopes"]["RoPE"] < 0
     assert r.placement == {"float64": "cpu:0"}  # stamped by the runner (transformer.placement)
     assert m["ape_shows_no_collapse"]
     # Independent: the NoPE pair at one length, measured by two plain forwards.

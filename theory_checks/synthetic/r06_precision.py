@@ -12,12 +12,6 @@ from theory_checks.report.plotting import UNIT_ROUNDOFF, new_figure, save
 from theory_checks.result import Check, CheckResult
 from theory_checks.synthetic.models import describe, random_model
 
-CHECK = Check(
-    "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5",
-    claim="Distances that shrink with n fall below a format's resolution sooner the fewer "
-    "significant bits it has: bfloat16 (8) and float16 (11) collapse far earlier than "
-    "float32 (24).",
-)
 
 FORMATS = ("float64", "float32", "float16", "bfloat16")
 MAX_PREDICTION_FACTOR = 4.0  # measured and predicted collapse lengths within this factor
@@ -25,6 +19,19 @@ LOW = ("float16", "bfloat16")
 PREMISE = ("the pair distance decays with n (fitted float64 slope < 0), and for float16 and "
            "bfloat16 the sweep reaches the collapse: a measured collapse length, or a "
            "predicted one within the sweep (n_pred <= n_max)")
+
+
+CHECK = Check(
+    "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5",
+    claim="Distances that shrink with n fall below a format's resolution sooner the fewer "
+    "significant bits it has: bfloat16 (8) and float16 (11) collapse far earlier than "
+    "float32 (24).",
+    criterion="measured collapse length (first n from which the pair is bit-identical or "
+    "its true distance is below the format's measured rounding-noise floor) of bfloat16 and "
+    "float16 below float32's (not collapsing within the sweep counts as beyond it), and "
+    f"measured/predicted within a factor {MAX_PREDICTION_FACTOR:g} for both, the prediction "
+    "being n where the fitted decay C n^s reaches u x typical ||y||_inf.",
+)
 
 
 def profile_n_max(profile: Profile, ctx: RunContext) -> int:
@@ -79,11 +86,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     fmt = lambda v: "none" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))  # noqa
     return CHECK.result(
         ctx,
-        criterion="measured collapse length (first n from which the pair is bit-identical or "
-        "its true distance is below the format's measured rounding-noise floor) of bfloat16 and "
-        "float16 below float32's (not collapsing within the sweep counts as beyond it), and "
-        f"measured/predicted within a factor {MAX_PREDICTION_FACTOR:g} for both, the prediction "
-        "being n where the fitted decay C n^s reaches u x typical ||y||_inf.",
         measured={
             "decay_slope_float64": rep.fit.slope, "state_scale_linf": rep.scale,
             **{f"{d}_collapse_length": rep.per_dtype[d].collapse_length for d in FORMATS},

@@ -20,6 +20,9 @@ CHECK = Check(
     claim="A lower-triangular row-stochastic matrix has its diagonal as eigenvalues, all in "
     "[0, 1], largest 1 with the all-ones eigenvector, simple when every row but the first "
     "has >= 2 non-zeros; products of such matrices are again triangular row-stochastic.",
+    criterion="every captured attention matrix lower-triangular, and on each: |diagonal - LAPACK eigenvalues| <= 1e-10, "
+    "||Lambda 1 - 1||_inf <= 1e-12, largest eigenvalue 1, eigenvalue 1 simple, eigenvalues in "
+    "[0, 1]; every per-head product over layers triangular and row-stochastic (1e-12).",
 )
 
 
@@ -54,9 +57,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
           and simple_ok and in_unit_interval and products_ok)
     return CHECK.result(
         ctx,
-        criterion="every captured attention matrix lower-triangular, and on each: |diagonal - LAPACK eigenvalues| <= 1e-10, "
-        "||Lambda 1 - 1||_inf <= 1e-12, largest eigenvalue 1, eigenvalue 1 simple, eigenvalues in "
-        "[0, 1]; every per-head product over layers triangular and row-stochastic (1e-12).",
         measured={
             "matrices_checked": matrices, "all_lower_triangular": bool(triangular),
             "max_eig_mismatch": worst_mismatch,

@@ -12,6 +12,9 @@ CHECK = Check(
     claim="Without positional encodings and without the causal mask, sequences with the "
     "same ratio of token types give every '1' and every '0' the same representation at "
     "every layer, though their counts differ.",
+    criterion="max |difference| between the states of equal tokens across the sequences, "
+    "over all layers, <= 1e-12 (float64) for the bidirectional NoPE model; > 1e-6 for the "
+    "same weights with a causal mask, with sinusoidal positions and with RoPE.",
 )
 
 ONE, ZERO = 5, 6  # token ids playing "1" and "0"
@@ -32,9 +35,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ok = invariant <= 1e-12 and min(contrasts.values()) > 1e-6
     return CHECK.result(
         ctx,
-        criterion="max |difference| between the states of equal tokens across the sequences, "
-        "over all layers, <= 1e-12 (float64) for the bidirectional NoPE model; > 1e-6 for the "
-        "same weights with a causal mask, with sinusoidal positions and with RoPE.",
         measured={"sequences": [len(s) for s in sequences],
                   "bidirectional_nope_max_diff": invariant,
                   **{f"{k}_max_diff": v for k, v in contrasts.items()},

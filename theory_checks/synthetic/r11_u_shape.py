@@ -15,6 +15,9 @@ CHECK = Check(
     "R11", "U-shaped sensitivity over positions", "Section 5 (U-shape)",
     claim="The topology of causal attention favours early tokens (more paths, R7) and the "
     "residual/recency favours the last ones, so y_n is least sensitive to the middle.",
+    criterion="for every seed and every positional encoding without a recency bias (NoPE, "
+    "RoPE): ||dy_n/dv_1|| and ||dy_n/dv_n|| both exceed the median over the middle half "
+    "of the positions. ALiBi (a recency bias) is shown, not judged.",
 )
 
 JUDGED = ("none", "rope")  # no built-in recency bias: topology and residual only
@@ -62,9 +65,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     save(fig, path)
     return CHECK.result(
         ctx,
-        criterion="for every seed and every positional encoding without a recency bias (NoPE, "
-        "RoPE): ||dy_n/dv_1|| and ||dy_n/dv_n|| both exceed the median over the middle half "
-        "of the positions. ALiBi (a recency bias) is shown, not judged.",
         measured={f"{pe}_end_ratios(first,last)": ratios[pe] for pe in ratios}
         | {"u_shaped_runs": int(sum(u_shaped)), "judged_runs": len(u_shaped)},
         ok=ok,
