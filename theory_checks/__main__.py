@@ -26,6 +26,13 @@ from theory_checks.runner import (  # noqa: E402
 
 def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
     """The command line; `reduced` (not an option) runs the test suite's smaller sizes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _main(parser, args, reduced=reduced)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options, each with its help text and default (tests/test_report_render.py)."""
     parser = argparse.ArgumentParser(
         prog="python -m theory_checks",
         description="Check every result (R1..R12) of 'Transformers need glasses!' numerically.",
@@ -62,8 +69,10 @@ def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar on stderr (default: a bar, with the step "
                         "inside long checks)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _main(parser: argparse.ArgumentParser, args, *, reduced: bool = False) -> int:
     profile = Profile(args.profile)
     if args.model is not None and profile.name not in LLM_PROFILES:
         parser.error("--model applies to --profile llm and llm-long only")
