@@ -188,7 +188,7 @@ def test_r10_same_ratio_same_representation(ctx):
 def test_r11_u_shape(ctx):
     r = _check("R11", ctx)
     assert r.verdict == "pass"
-    for first, last in r.measured["rope_end_ratios(first,last)"]:
+    for first, last in r.measured["RoPE end ratios (first, last) per seed"]:
         assert first > 1 and last > 1
 
 

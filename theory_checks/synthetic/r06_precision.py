@@ -8,7 +8,7 @@ import numpy as np
 
 from analysis.collapse import PairFamily, collapse_lengths, collapse_sweep
 from theory_checks.context import Profile, RunContext
-from theory_checks.report.plotting import UNIT_ROUNDOFF, new_figure, save
+from theory_checks.report.plotting import FORMAT_COLORS, UNIT_ROUNDOFF, plt, save
 from theory_checks.result import Check, CheckResult
 from theory_checks.synthetic.models import describe, random_model
 
@@ -73,15 +73,32 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ok = order_ok and prediction_ok
 
     path, rel = ctx.figure("r06_precision.png")
-    fig, ax = new_figure()
+    fig, (ax, ax_noise) = plt.subplots(2, 1, figsize=(6.4, 6.4), dpi=110, sharex=True)
     for i, d in enumerate(FORMATS):
         dist = sweep.linf[i, :, -1]
-        line = ax.semilogy(lengths, np.where(dist > 0, dist, np.nan), "-", lw=1, label=d)[0]
-        ax.axhline(UNIT_ROUNDOFF[d] * rep.scale, color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("n (repeated tokens)")
-    ax.set_ylabel("||y_n - y*_(n+1)||_inf   (dotted: u x typical ||y||_inf)")
-    ax.set_title(f"R6: same weights in four formats, 2-layer NoPE decoder, seed {ctx.seed}")
-    ax.legend()
+        color = FORMAT_COLORS[d]
+        # float64 wide and underneath, so float32 (equal to it at this scale) shows on top.
+        ax.semilogy(lengths, np.where(dist > 0, dist, np.nan), "-", color=color,
+                    lw=3.5 if d == "float64" else 1, alpha=0.45 if d == "float64" else 1,
+                    label=f"{d}: pair distance")
+        c = rep.per_dtype[d]
+        if c.collapse_length is not None and d != "float64":
+            ax.axvline(c.collapse_length, color=color, ls="--", lw=1,
+                       label=f"{d}: measured collapse length {c.collapse_length}")
+        ax_noise.semilogy(lengths, np.where(c.noise > 0, c.noise, np.nan), "-", color=color,
+                          lw=1, label=f"{d}: rounding error of one run")
+        if d != "float64":
+            ax_noise.axhline(UNIT_ROUNDOFF[d] * rep.scale, color=color, ls=":", lw=1,
+                             label=f"{d}: u x typical ||y||_inf")
+    ax.set_ylabel("||y_n - y*_(n+1)||_inf (state units)")
+    ax.set_title(f"R6: same weights in four formats, 2-layer NoPE decoder, seed {ctx.seed}",
+                 fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    ax_noise.set_xlabel("n (repeated tokens)")
+    ax_noise.set_ylabel("||y_format(s_n) - y_float64(s_n)||_inf")
+    ax_noise.legend(fontsize=6)
+    ax_noise.grid(True, which="both", alpha=0.3)
     save(fig, path)
     fmt = lambda v: "none" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))  # noqa
     return CHECK.result(

@@ -81,7 +81,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ax1.set_ylabel("||y_n - y*_(n+1)||_inf")
     for name, d in dist_b.items():
         ax2.loglog(lengths_b, d, "o-", ms=2, label=name)
-    ax2.axvline(WINDOW, color="k", lw=0.8, ls=":")
+    ax2.axvline(WINDOW, color="k", lw=0.8, ls=":", label=f"n = window ({WINDOW} tokens)")
     ax2.set_title(f"repeated last token (1 layer NoPE, d = 64, mean of seeds {list(seeds_b)})")
     ax2.set_ylabel("||y_n - y*_(n+1)||_1")
     for ax in (ax1, ax2):
