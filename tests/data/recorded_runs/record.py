@@ -1,4 +1,4 @@
-"""Store a run's results.json here, small: `python tests/data/reports/record.py PROFILE FILE`.
+"""Store a run's results.json here, small: `python tests/data/recorded_runs/record.py PROFILE FILE`.
 
 Numeric lists longer than 64 values are shortened to 64 (every 1/k-th value): the renderer
 reads them only for the collapsible blocks; every other field is kept as recorded.
