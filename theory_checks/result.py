@@ -107,13 +107,17 @@ class CheckResult:
 
 @dataclasses.dataclass(frozen=True)
 class Check:
-    """What a check states before it measures: its result id, title, the paper's reference
-    and the claim in one sentence (a check module's `CHECK`)."""
+    """What a check states before it measures: its result id, title, the paper's reference,
+    the claim in one sentence and the criterion (a check module's `CHECK`).
+
+    The criterion is written here once; the result, the report, the README and
+    docs/results.md take it from here (`theory_checks.report.criteria`)."""
 
     id: str
     title: str
     paper_ref: str
     claim: str
+    criterion: str = ""
 
     def result(
         self,
@@ -135,6 +139,10 @@ class Check:
             **fields: the other `CheckResult` fields (criterion, measured, key_number...).
         """
         fields.setdefault("seeds", (ctx.seed,))
+        if self.criterion:
+            if fields.get("criterion", self.criterion) != self.criterion:
+                raise ValueError(f"{self.id}: the criterion is stated once, in CHECK")
+            fields["criterion"] = self.criterion
         return CheckResult(
             id=self.id, title=self.title, paper_ref=self.paper_ref, claim=self.claim,
             verdict=verdict or verdict_from(ok, premise_reached),

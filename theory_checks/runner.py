@@ -114,16 +114,20 @@ def run_checks(
 ) -> list[CheckResult]:
     """Run the checks `ids` of a synthetic profile in one context; `after_check()` runs
     after each (default: release the compiled programs; None keeps them)."""
-    ctx = RunContext(
-        figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced, model_path=model_path
-    )
     results = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(ids), unit="check", desc="theory checks")
+    current = [""]
+    ctx = RunContext(
+        figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced, model_path=model_path,
+        progress=None if bar is None else (
+            lambda text: bar.set_postfix_str(f"{current[0]}: {text}")),
+    )
     for cid in ids:
+        current[0] = cid
         if bar is not None:
             bar.set_postfix_str(cid)
         results.append(run_check(cid, profile, ctx))
@@ -174,6 +178,7 @@ def run_llm_checks(
     sources = L.model_sources(models)
     results: list[CheckResult] = []
     unavailable: list[dict[str, str]] = []
+    current = [""]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -182,7 +187,9 @@ def run_llm_checks(
     for source in sources:
         try:
             ctx = RunContext(figure_dir=figure_dir, seed=seed, dtype=dtype, reduced=reduced,
-                             model_path=str(source.locate()))
+                             model_path=str(source.locate()), progress=None if bar is None
+                             else (lambda text, s=source.label: bar.set_postfix_str(
+                                 f"{s} {current[0]}: {text}")))
             L.llm_for(ctx)  # loaded once, into this model's own store
         except (ValueError, OSError, ImportError) as err:
             if source.explicit:
@@ -193,6 +200,7 @@ def run_llm_checks(
                 bar.update(len(ids))
             continue
         for cid in ids:
+            current[0] = cid
             if bar is not None:
                 bar.set_postfix_str(f"{source.label} {cid}")
             results.append(run_check(cid, profile, ctx))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -65,57 +66,69 @@ def model_meta(results: list[CheckResult], unavailable: list[dict] = ()) -> dict
 
 
 def _reproduction_lines(entries) -> list[str]:
-    """A markdown table of `reproduction` entries: the paper's values beside ours."""
+    """Per figure: which readings reproduce each series; every reading x series with the
+    paper's values beside ours in a collapsible block."""
     from theory_checks.report.reproduction import FACTOR, FROM_N
+    from theory_checks.report.tables import Column, Table, markdown as table_md
 
-    out = [
-        f"**Reproduction** (ours within a factor of {FACTOR:g} of the paper's value at every "
-        f"listed n >= {FROM_N}; reported beside the verdict, not part of it):",
-        "",
-        "| figure | reading | series | n | paper | ours | reproduced |",
-        "|---|---|---|---|---|---|---|",
+    out = [f"**Reproduction** (ours within a factor of {FACTOR:g} of the paper's value at every "
+           f"listed n >= {FROM_N}; reported beside the verdict, not part of it):", ""]
+    summary, full = [], []
+    for figure in dict.fromkeys(e["figure"] for e in entries):
+        fig = [e for e in entries if e["figure"] == figure]
+        readings = list(dict.fromkeys(e["reading"] for e in fig))
+        for series in dict.fromkeys(e["series"] for e in fig):
+            ok = [e["reading"] for e in fig if e["series"] == series and e["reproduced"]]
+            summary.append((figure, series, f"{len(ok)} of {len(readings)}",
+                            "; ".join(ok) if ok else "none"))
+        whole = [r for r in readings if all(e["reproduced"] for e in fig if e["reading"] == r)]
+        summary.append((figure, "all series at once", f"{len(whole)} of {len(readings)}",
+                        "; ".join(whole) if whole else "none"))
+        full += [(figure, e["reading"], e["series"], e["n"], e["paper"], e["ours"],
+                  e["reproduced"]) for e in fig]
+    out += table_md(Table("Readings that reproduce, per series", (
+        Column("figure"), Column("series"), Column("readings reproducing"),
+        Column("which")), tuple(summary)))
+    out += table_md(Table("Every reading and series: the paper's values beside ours", (
+        Column("figure"), Column("reading"), Column("series"), Column("n"),
+        Column("paper", fmt=".2g"), Column("ours", fmt=".2g"), Column("reproduced")),
+        tuple(full), collapsed=True))
+    return out
+
+
+def _summary_lines(results: list[CheckResult]) -> list[str]:
+    with_model = _has_models(results)
+    model_head = "model | " if with_model else ""
+    out = ["## Verdicts", "", f"| id | {model_head}paper ref | title | verdict | key number |",
+           "|---|" + "---|" * (5 if with_model else 4)]
+    out += [
+        f"| [{r.id}](#{anchor(r)}) | {r.model + ' | ' if with_model else ''}{r.paper_ref} | "
+        f"{r.title} | **{r.verdict}** | {r.key_number.replace('|', '/')} |"
+        for r in results
     ]
-    for e in entries:
-        ours = ", ".join("-" if o is None else f"{o:.3g}" for o in e["ours"])
-        paper = ", ".join(f"{p:.3g}" for p in e["paper"])
-        n = ", ".join(str(k) for k in e["n"])
-        out.append(
-            f"| {e['figure']} | {e['reading']} | {e['series']} | {n} | {paper} | {ours} | "
-            f"{'yes' if e['reproduced'] else 'no'} |"
-        )
     return out + [""]
 
 
-def _format_value(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, (list, tuple)) and len(value) > 12:
-        head = ", ".join(_format_value(v) for v in value[:6])
-        return f"[{head}, ... ({len(value)} values)]"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_format_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
+def reproduction_summary(results: list[CheckResult]) -> list[str]:
+    """The "Does the paper reproduce?" table of these results (the README's generator)."""
+    from theory_checks.report.reproduction_table import table_lines
+
+    entries = [e for r in results for e in to_jsonable(list(r.reproduction))]
+    if not entries:
+        return []
+    return ["## Does the paper reproduce?", "", *table_lines(entries), ""]
 
 
 def markdown(results: list[CheckResult], meta: dict, side_by_side: list[str] = ()) -> str:
-    """The whole report.md text: a summary table, (the models side by side,) then one
-    section per result."""
+    """The whole report.md text: the verdicts, the "Does the paper reproduce?" table, (the
+    models side by side,) then one section per result."""
+    from theory_checks.report.tables import markdown as table_md, tables_for
+
     out = ["# Theory checks: Transformers need glasses! (Barbero et al., NeurIPS 2024)", ""]
-    out += [f"- {k}: {v}" for k, v in meta.items()]
-    with_model = _has_models(results)
-    model_head = "model | " if with_model else ""
-    out += ["", f"| id | {model_head}paper ref | title | verdict | key number |",
-            "|---|" + "---|" * (5 if with_model else 4)]
-    out += [
-        f"| [{r.id}](#{anchor(r)}) | {r.model + ' | ' if with_model else ''}{r.paper_ref} | "
-        f"{r.title} | **{r.verdict}** | {r.key_number} |"
-        for r in results
-    ]
-    out.append("")
+    out += _summary_lines(results)
+    out += reproduction_summary(results)
     out += ["Verdicts:", ""] + [f"- **{v}**: {m}." for v, m in VERDICT_MEANINGS.items()]
-    out.append("")
+    out += ["", "Run:", ""] + [f"- {k}: {v}" for k, v in meta.items()] + [""]
     out += list(side_by_side)
     for r in results:
         if r.model:
@@ -130,22 +143,45 @@ def markdown(results: list[CheckResult], meta: dict, side_by_side: list[str] = (
             if not r.premise_reached:
                 out += [f"**What would reach it.** {r.to_reach_premise}", ""]
         out += [f"**Criterion.** {r.criterion}", "", f"**Verdict: {r.verdict}**", ""]
-        out += ["| quantity | value |", "|---|---|"]
-        out += [f"| {k} | {_format_value(v)} |" for k, v in to_jsonable(r.measured).items()]
-        out.append("")
+        for t in tables_for(r.id, to_jsonable(r.measured)):
+            out += table_md(t)
         if r.reproduction:
-            out += _reproduction_lines(r.reproduction)
+            out += _reproduction_lines(to_jsonable(list(r.reproduction)))
         if r.notes:
             out += [f"**Notes.** {r.notes}", ""]
         for fig in r.figures:
             out += [f"![{r.id}: {Path(fig).stem}]({fig})", ""]
         where = "; ".join(f"{k} on {v}" for k, v in r.placement.items())
         out += [
-            f"_seeds {list(r.seeds)}, dtypes {list(r.dtypes)}, device {r.device}"
-            + (f" ({where})" if where else "") + f", {r.runtime_s:.1f} s_",
+            f"_seeds {_seeds(r.seeds)}, dtypes {', '.join(r.dtypes) or NONE_DTYPES}, device "
+            f"{r.device}" + (f" ({where})" if where else "") + f", {r.runtime_s:.1f} s_",
             "",
         ]
     return "\n".join(out)
+
+
+NONE_DTYPES = "none stated"
+
+
+def _seeds(seeds) -> str:
+    seeds = list(seeds)
+    if len(seeds) > 6 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}..{seeds[-1]} ({len(seeds)})"
+    return ", ".join(str(s) for s in seeds) or "none"
+
+
+def load(path) -> list[CheckResult]:
+    """The results of a recorded results.json (to render its report again)."""
+    import json
+
+    fields = {f.name for f in dataclasses.fields(CheckResult)}
+    out = []
+    for d in json.loads(Path(path).read_text()):
+        d = {k: v for k, v in d.items() if k in fields}
+        for k in ("figures", "seeds", "dtypes", "reproduction"):
+            d[k] = tuple(d.get(k, ()))
+        out.append(CheckResult(**d))
+    return out
 
 
 def check_writable(out: Path) -> None:

@@ -151,17 +151,33 @@ def readings_that_reproduce(entries: Sequence[dict], figure: str) -> list[str]:
     return [r for r in readings if figure_reproduced(entries, figure, r)]
 
 
-def draw_paper_markers(ax, figure: str, series: str | None = None, **style) -> None:
-    """Draw the paper's values of a figure (one series, or all) as labelled markers:
-    "paper (read from Figure X)"; ranges as vertical bars."""
+BF16_LINE_LABEL = "paper's dashed 'bf16 precision' line (7.8e-3, as read off its plots)"
+
+
+def draw_bf16_line(ax) -> None:
+    """The paper's dashed "bf16 precision" line of Figures 5 and 8-10, labelled as what it is:
+    a level drawn on the paper's plots, read off them (not a round-off of ours)."""
+    ax.axhline(BF16_LINE, color="grey", ls="--", lw=0.8, label=BF16_LINE_LABEL)
+
+
+def draw_paper_markers(ax, figure: str, series: str | None = None, colors=None,
+                       **style) -> None:
+    """Draw the paper's values of a figure (one series, or all) as labelled markers,
+    "paper: SERIES (Figure X)", in the colour of our curve of that series (`colors`:
+    {series: colour}; black without); ranges as vertical bars. Only on a figure run to the
+    paper's protocol."""
     names = [series] if series is not None else list(PAPER_VALUES[figure])
-    style = {"marker": "x", "color": "k", "ms": 7, "ls": "none", **style}
-    label = f"paper (read from {figure})"
+    colors = colors or {}
+    n_series = len(names)
     for i, name in enumerate(names):
         table = _series(figure, name)
         ns = sorted(table)
+        # Series with equal values at a length sit side by side, not on top of each other.
+        shift = 1.0 + 0.06 * (i - (n_series - 1) / 2) if n_series > 1 else 1.0
         vals = [table[k][0] for k in ns]
         lo = [table[k][0] - table[k][1][0] for k in ns]
         hi = [table[k][1][1] - table[k][0] for k in ns]
-        ax.errorbar(ns, vals, yerr=[lo, hi], label=label if i == 0 else None, capsize=2,
-                    **style)
+        kw = {"marker": "x", "ms": 7, "ls": "none", "color": colors.get(name, "k"), **style}
+        label = f"paper: {name} ({figure})" if n_series > 1 else f"paper ({figure})"
+        ax.errorbar([k * shift for k in ns], vals, yerr=[lo, hi], label=label, capsize=2,
+                    **kw)

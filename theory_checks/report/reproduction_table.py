@@ -117,17 +117,22 @@ def summary_rows(entries: Sequence[dict]) -> list[tuple[str, str, str, str, str]
 def render(snapshot: dict) -> str:
     """The README table (markdown) for a snapshot {"meta": {...}, "entries": [...]}."""
     meta = snapshot["meta"]
+    return "\n".join(table_lines(snapshot["entries"], f" Recorded run: {meta['runs']}."))
+
+
+def table_lines(entries: Sequence[dict], recorded: str = "") -> list[str]:
+    """The "Does the paper reproduce?" table of `entries` (the README's and the report's)."""
     lines = [
         f"Criterion (fixed before measuring): ours within a factor of {FACTOR:g} of the "
-        f"paper's value at every listed n >= {FROM_N}, for every series of the figure. "
-        f"Recorded run: {meta['runs']}.",
+        f"paper's value at every listed n >= {FROM_N}, for every series of the figure."
+        + recorded,
         "",
         "| figure | the paper's claim | what we measured | readings that reproduce | verdict |",
         "|---|---|---|---|---|",
     ]
-    for row in summary_rows(snapshot["entries"]):
+    for row in summary_rows(entries):
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
-    return "\n".join(lines)
+    return lines
 
 
 def snapshot_from(results_files: Sequence[Path]) -> dict:

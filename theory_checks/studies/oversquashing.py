@@ -275,6 +275,41 @@ def snapshot(results: Sequence[dict]) -> dict:
     return out
 
 
+def tables(measured) -> list:
+    """S1's tables: per model, kind and n the U-shape (ends over the middle) and the path
+    term's rank correlation; the sinks per layer in a collapsible block."""
+    from theory_checks.report.tables import Column, Table
+
+    if "models" not in measured or "sizes" not in measured:
+        from theory_checks.llm.records import MissingEntry
+
+        raise MissingEntry("S1: no entries 'models', 'sizes'")
+    rows, sinks = [], []
+    for name, rec in measured["models"].items():
+        for kind, by_n in rec["kinds"].items():
+            for n, m in by_n.items():
+                u, paths = m["u_shape"], m["paths"]
+                rows.append((name, kind, int(n), m["method"], u["first_over_middle"],
+                             u["last_over_middle"], u["middle_rel_error"], u["u_shaped"],
+                             paths["spearman_path"], paths["log10_bound_over_measured"]["median"]))
+            last = by_n[max(by_n, key=int)]
+            mass = last["sinks"]["sink_mass"]
+            sinks.append((name, kind, min(mass), max(mass),
+                          sum(v > 0.5 for v in mass), len(mass)))
+    return [
+        Table("U-shape of ||dy_n/dv_i^(0)||_F^2 and the path term, per model, prompt kind and n",
+              (Column("model"), Column("kind"), Column("n"), Column("estimator"),
+               Column("first / middle", fmt=".3g"), Column("last / middle", fmt=".3g"),
+               Column("middle rel. error", fmt=".2f"), Column("U-shaped"),
+               Column("Spearman (profile, path term)", fmt=".2f"),
+               Column("bound / measured, median", unit="log10", fmt=".0f")), tuple(rows)),
+        Table("Attention on position 1 per layer (head and query mean), at the longest n", (
+            Column("model"), Column("kind"), Column("lowest layer", fmt=".2f"),
+            Column("highest layer", fmt=".2f"), Column("layers above 0.5"),
+            Column("layers")), tuple(sinks), collapsed=True),
+    ]
+
+
 def _figure(ctx: RunContext, name: str, by_kind: dict, n: int) -> str:
     path, rel = ctx.figure(f"s01_{''.join(c if c.isalnum() else '_' for c in name)}.png")
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), dpi=110)

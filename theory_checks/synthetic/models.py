@@ -39,9 +39,14 @@ def random_tokens(seed: int, n: int, vocab_size: int) -> np.ndarray:
 
 
 def describe(model: Decoder) -> str:
+    from theory_checks.report.plotting import ENCODING_NAMES
+
     c = model.config
+    heads = f"{c.n_heads} head" + ("s" if c.n_heads != 1 else "")
+    if c.n_kv_heads != c.n_heads:
+        heads += f" ({c.n_kv_heads} key/value head" + ("s" if c.n_kv_heads != 1 else "") + ")"
     return (
-        f"{c.n_layers}-layer decoder, d_model {c.d_model}, {c.n_heads} heads "
-        f"({c.n_kv_heads} kv), d_mlp {c.d_mlp}, {c.pos_encoding} positions, {c.norm} "
+        f"{c.n_layers}-layer decoder, d_model {c.d_model}, {heads}, d_mlp {c.d_mlp}, "
+        f"{ENCODING_NAMES.get(c.pos_encoding, c.pos_encoding)}, {c.norm} "
         f"({c.norm_placement}), dtype {c.dtype}"
     )

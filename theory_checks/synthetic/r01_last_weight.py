@@ -14,6 +14,8 @@ CHECK = Check(
     "R1", "A new element lowers the last softmax weight", "Lemma B.1",
     claim="For x = [a, c] and x* = [a, b, c] with bounded entries, softmax(x)_n > "
     "softmax(x*)_(n+1), and the gap tends to 0 as n grows.",
+    criterion="gap > 0 in every trial at every n, and the fitted log-log slope of the mean "
+    "gap against n is <= -1.5 (the analytic rate is -2).",
 )
 
 
@@ -45,8 +47,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     save(fig, path)
     return CHECK.result(
         ctx,
-        criterion="gap > 0 in every trial at every n, and the fitted log-log slope of the mean "
-        "gap against n is <= -1.5 (the analytic rate is -2).",
         measured={
             "lengths": lengths, "trials": trials, "all_gaps_positive": all_positive,
             "min_gap": float(gaps.min()), "mean_gap_first": float(mean_gap[0]),

@@ -13,6 +13,8 @@ CHECK = Check(
     "R3", "Alternating sequences keep their distance", "Proposition B.4",
     claim="For x = (1, 0, 1, 0, ...) and x* = (0, 1, 0, 1, ...) the total variation of "
     "their softmaxes is 2(e-1)/(e+1) for every even n: it does not vanish.",
+    criterion="|TV - 2(e-1)/(e+1)| <= 1e-12 (float64) at every even n tested; the verdict "
+    "is 'boundary' because this run lies outside R4's decay assumption on purpose.",
 )
 
 
@@ -38,8 +40,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     save(fig, path)
     return CHECK.result(
         ctx,
-        criterion="|TV - 2(e-1)/(e+1)| <= 1e-12 (float64) at every even n tested; the verdict "
-        "is 'boundary' because this run lies outside R4's decay assumption on purpose.",
         measured={"n_values": len(lengths), "n_max": lengths[-1], "max_abs_error": err,
                   "analytic": ALTERNATING_TV, "tv_at_n_max": float(tv[-1])},
         verdict=verdict,

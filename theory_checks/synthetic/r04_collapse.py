@@ -24,6 +24,8 @@ no collapse is expected there. The verdict judges NoPE and RoPE only.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from analysis.collapse import SequenceFamily, collapse_sweep
@@ -35,28 +37,96 @@ from analysis.synthetic_collapse import (
     synthetic_pair_distances,
 )
 from theory_checks.context import Profile, RunContext
-from theory_checks.report.plotting import new_figure, plt, save
+from theory_checks.llm.records import Record, entry
+from theory_checks.report.plotting import (
+    ENCODING_COLORS,
+    ENCODING_NAMES,
+    ENCODING_STYLES,
+    new_figure,
+    plt,
+    save,
+)
 from theory_checks.report.reproduction import (
-    BF16_LINE,
     FIG10_LENGTHS,
+    draw_bf16_line,
     draw_paper_markers,
     readings_that_reproduce,
     reproduction,
 )
+from theory_checks.report.tables import Column, Table
 from theory_checks.result import Check, CheckResult
 from theory_checks.synthetic.models import describe, random_model
+
+ENCODINGS = ("none", "rope", "alibi", "sinusoidal")
+SERIES = ENCODING_NAMES  # one name per encoding in every table, figure and text
+FIT_FROM = 16  # the embeddings experiment
+PROTOCOL_FIT_FROM = 50  # the protocol: past the first few tokens
 
 CHECK = Check(
     "R4", "Representational collapse", "Theorem 4.2 / B.3, Figures 8 and 10",
     claim="A sequence [x, v_a] and the same sequence with its last token repeated, "
     "[x, v_a, v_a], get last-token representations whose distance tends to 0 as n grows, "
     "when positional information decays with distance.",
+    criterion=f"the mean L1 distance falls: log-log slope <= -0.5 for NoPE (expected -1) and "
+    f"< 0 for RoPE, in every reading of the paper's protocol (fitted over n >= "
+    f"{PROTOCOL_FIT_FROM}) and in the embeddings experiment (n >= {FIT_FROM}). ALiBi "
+    "(unbounded scores) and APE (the repeated token differs at the input when positions are "
+    "in the residual stream) are outside the theorem: reported, not judged. The reproduction "
+    "of Figures 8 and 10 is reported beside the verdict.",
 )
 
-ENCODINGS = ("none", "rope", "alibi", "sinusoidal")
-SERIES = {"none": "NoPE", "rope": "RoPE", "alibi": "ALiBi", "sinusoidal": "APE"}
-FIT_FROM = 16  # the embeddings experiment
-PROTOCOL_FIT_FROM = 50  # the protocol: past the first few tokens
+
+@dataclasses.dataclass(frozen=True)
+class R4Measured(Record):
+    """What R4 measures; encodings named NoPE/RoPE/ALiBi/APE, readings by their names."""
+
+    protocol_slopes: dict = entry("protocol_slopes")  # {encoding: {reading: slope}}
+    protocol_distance: dict = entry("protocol_mean_distance_at_paper_n")  # {enc: {rd: {n: d}}}
+    figure10_readings: list = entry("figure10_readings_that_reproduce")  # all series at once
+    figure10_readings_per_series: dict = entry("figure10_readings_per_series")
+    figure8_readings: list = entry("figure8_readings_that_reproduce")
+    protocol_seeds: int = entry("protocol_seeds")
+    embeddings_slopes: dict = entry("embeddings_slopes")  # {encoding: slope}
+    embeddings_distance_at_n_max: dict = entry("embeddings_distance_at_n_max")
+    embeddings_n_max: int = entry("embeddings_n_max")
+    ape_shows_no_collapse: bool = entry("ape_shows_no_collapse")
+
+
+JUDGED = {"NoPE": "slope <= -0.5", "RoPE": "slope < 0", "ALiBi": "not judged",
+          "APE": "not judged"}
+
+
+def tables(measured) -> list[Table]:
+    """R4's tables: slopes per reading and encoding, the embeddings experiment, and (collapsed)
+    the mean distances at the paper's n."""
+    m = R4Measured.read(measured)
+    encs = list(m.protocol_slopes)
+    readings = list(next(iter(m.protocol_slopes.values())))
+    slope_rows = tuple((r, *(m.protocol_slopes[e][r] for e in encs)) for r in readings)
+    emb_rows = tuple((e, JUDGED.get(e, ""), min(m.protocol_slopes[e].values()),
+                      max(m.protocol_slopes[e].values()), m.embeddings_slopes[e],
+                      m.embeddings_distance_at_n_max[e]) for e in encs)
+    dist_rows = []
+    for e in encs:
+        for r in readings:
+            at = m.protocol_distance[e][r]
+            dist_rows.append((e, r, *(at.get(str(n), at.get(n)) for n in FIG10_LENGTHS)))
+    return [
+        Table("Per encoding: the criterion and the fitted slopes", (
+            Column("encoding"), Column("criterion"),
+            Column("protocol slope, lowest of 8 readings", fmt=".2f"),
+            Column("protocol slope, highest", fmt=".2f"),
+            Column("embeddings slope", fmt=".2f"),
+            Column(f"embeddings L1 distance at n = {m.embeddings_n_max}", fmt=".2g")),
+            emb_rows),
+        Table(f"Paper's protocol: fitted log-log slope of the mean L1 distance (n >= "
+              f"{PROTOCOL_FIT_FROM}, {m.protocol_seeds} seeds), per reading", (
+                  Column("reading"), *(Column(e, fmt=".2f") for e in encs)), slope_rows),
+        Table("Paper's protocol: mean L1 distance at the paper's n, per encoding and reading",
+              (Column("encoding"), Column("reading"),
+               *(Column(f"n = {n}", fmt=".2g") for n in FIG10_LENGTHS)),
+              tuple(dist_rows), collapsed=True),
+    ]
 FIG8_LENGTHS = (10, 50, 100, 500, 1000, 5000, 10_000)
 
 
@@ -96,21 +166,26 @@ def _protocol_figure(ctx, name, readings, lengths, dist, seeds, figure, title, e
     rows = -(-len(readings) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.9 * rows), dpi=110,
                              sharex=True, sharey=True, squeeze=False)
+    colors = {SERIES[pe]: ENCODING_COLORS[SERIES[pe]] for pe in encodings}
     for ax, reading in zip(axes.flat, readings):
         for pe in encodings:
-            runs = dist[(reading, pe)]
-            ax.fill_between(lengths, runs.min(0), runs.max(0), alpha=0.12)
-            ax.loglog(lengths, runs.mean(0), "o-", ms=2, lw=1, label=SERIES[pe])
-        draw_paper_markers(ax, figure)
-        ax.axhline(BF16_LINE, color="grey", ls="--", lw=0.8, label="bf16 line (as read)")
+            runs, name = dist[(reading, pe)], SERIES[pe]
+            marker, ls = ENCODING_STYLES[name]
+            ax.fill_between(lengths, runs.min(0), runs.max(0), alpha=0.12, color=colors[name])
+            # Distinct markers and dashes: under variance 1/d NoPE, RoPE and APE coincide.
+            ax.loglog(lengths, runs.mean(0), marker=marker, ls=ls, ms=3, lw=1,
+                      color=colors[name], mfc="none", label=f"ours: {name}")
+        draw_paper_markers(ax, figure, colors=colors)
+        draw_bf16_line(ax)
         ax.set_title(reading.name, fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
     for ax in axes[-1]:
-        ax.set_xlabel("n")
+        ax.set_xlabel("n (sequence length, tokens)")
     for ax in axes[:, 0]:
         ax.set_ylabel("||y_n - y*_(n+1)||_1")
-    axes.flat[0].legend(fontsize=6)
-    fig.suptitle(f"{title}; mean and min/max over {len(seeds)} seeds, float64", fontsize=9)
+    axes.flat[0].legend(fontsize=5)
+    fig.suptitle(f"{title}; mean (line) and min-max band over {len(seeds)} seeds, float64",
+                 fontsize=9)
     save(fig, path)
     return rel
 
@@ -122,6 +197,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     grid = () if ctx.reduced else tuple(int(x) for x in np.geomspace(5, 5000, 16))
     lengths = sorted(set(FIG10_LENGTHS) | set(grid) | {60})
     readings = all_readings()
+    ctx.step(f"paper's protocol, {len(readings)} readings x {len(ENCODINGS)} encodings")
     dist = _protocol(readings, lengths, seeds)
     fit = np.asarray(lengths) >= PROTOCOL_FIT_FROM
     proto_slopes = {
@@ -137,6 +213,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     fig8_lengths = sorted(set(FIG8_LENGTHS) | set(grid) | {60})
     if ctx.reduced:
         fig8_lengths = [10, 60, 500, 1000]
+    ctx.step("Figure 8")
     dist8 = {(r, "sinusoidal"): synthetic_pair_distances("sinusoidal", r, fig8_lengths, seeds)
              for r in fig8_readings}
     entries += [
@@ -153,6 +230,7 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     emb_fit = np.asarray(emb_lengths) >= FIT_FROM
     emb, slopes, model = {}, {}, None
     for pe in ENCODINGS:
+        ctx.step(f"embeddings experiment, {SERIES[pe]}")
         runs = []
         for seed in emb_seeds:
             d, model = _embedding_distances(pe, seed, n_max, emb_lengths)
@@ -183,12 +261,14 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     path, rel = ctx.figure("r04_embeddings_stricter.png")
     fig, ax = new_figure()
     for pe in ENCODINGS:
-        runs = emb[pe]
-        ax.fill_between(emb_lengths, runs.min(0), runs.max(0), alpha=0.15)
-        ax.loglog(emb_lengths, runs.mean(0), "o-", ms=2,
-                  label=f"{SERIES[pe]} (slope {slopes[pe]:.2f})")
-    draw_paper_markers(ax, "Figure 10")
-    ax.set_xlabel("n (sequence length)")
+        runs, name = emb[pe], SERIES[pe]
+        marker, ls = ENCODING_STYLES[name]
+        ax.fill_between(emb_lengths, runs.min(0), runs.max(0), alpha=0.15,
+                        color=ENCODING_COLORS[name])
+        ax.loglog(emb_lengths, runs.mean(0), marker=marker, ls=ls, ms=2,
+                  color=ENCODING_COLORS[name], label=f"{name} (slope {slopes[pe]:.2f})")
+    # Not the paper's protocol: no paper markers here.
+    ax.set_xlabel("n (sequence length, tokens)")
     ax.set_ylabel("||y_n - y*_(n+1)||_1")
     ax.set_title("R4, stricter test (not the paper's protocol): token embeddings through random "
                  f"projections,\nAPE in the residual stream, 1 layer with MLP, d = 64, float64, "
@@ -227,30 +307,24 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
                      f"does not decay (slope {slopes['sinusoidal']:.2f}), as expected.")
     return CHECK.result(
         ctx,
-        criterion=f"mean L1 distance falls: log-log slope <= -0.5 for NoPE (expected -1) and < 0 "
-        f"for RoPE, in every reading of the paper's protocol (fitted over n >= "
-        f"{PROTOCOL_FIT_FROM}) and in the embeddings experiment (n >= {FIT_FROM}). ALiBi "
-        "(unbounded scores) and APE (the repeated token differs at the input when positions "
-        "are in the residual stream) are outside the theorem: reported, not judged. The "
-        "reproduction of Figures 8 and 10 is reported beside the verdict.",
-        measured={
-            "protocol_slopes": {f"{pe} | {r}": s for (r, pe), s in proto_slopes.items()},
-            "protocol_mean_distance_at_paper_n": {
-                f"{SERIES[pe]} | {r.name}": _at(lengths, dist[(r, pe)].mean(0), FIG10_LENGTHS)
-                for r in readings for pe in ENCODINGS
-            },
-            "figure10_readings_that_reproduce": fig10_ok,
-            "figure10_readings_per_series": per_series,
-            "figure8_readings_that_reproduce": fig8_ok,
-            "protocol_seeds": len(seeds),
-            **{f"embeddings_slope_{pe}": slopes[pe] for pe in ENCODINGS},
-            **{f"embeddings_distance_at_n_max_{pe}": float(emb[pe].mean(0)[-1])
-               for pe in ENCODINGS},
-            "embeddings_n_max": n_max, "ape_shows_no_collapse": bool(ape_boundary),
-        },
+        measured=R4Measured(
+            protocol_slopes={SERIES[pe]: {r.name: proto_slopes[(r.name, pe)] for r in readings}
+                             for pe in ENCODINGS},
+            protocol_distance={
+                SERIES[pe]: {r.name: _at(lengths, dist[(r, pe)].mean(0), FIG10_LENGTHS)
+                             for r in readings} for pe in ENCODINGS},
+            figure10_readings=fig10_ok, figure10_readings_per_series=per_series,
+            figure8_readings=fig8_ok, protocol_seeds=len(seeds),
+            embeddings_slopes={SERIES[pe]: slopes[pe] for pe in ENCODINGS},
+            embeddings_distance_at_n_max={SERIES[pe]: float(emb[pe].mean(0)[-1])
+                                          for pe in ENCODINGS},
+            embeddings_n_max=n_max, ape_shows_no_collapse=bool(ape_boundary),
+        ).entries(),
         ok=ok,
-        key_number="Fig. 10 reproduces for " + (
+        key_number="Fig. 10: each of " + (
             ", ".join(s for s, v in per_series.items() if v) or "no series")
+        + " reproduces under some reading, all four under "
+        + (f"{len(fig10_ok)}" if fig10_ok else "none") + f" of {len(readings)}"
         + f"; NoPE slope {slopes['none']:.2f} (embeddings)",
         setup=f"(1) The paper's protocol: d = 64, one head, q/k/v drawn directly, residual "
         f"x ~ N(0, 1), y = LN(x + attention), n = {lengths[0]}..{lengths[-1]} (Figure 8: to "

@@ -8,17 +8,10 @@ import numpy as np
 
 from analysis.collapse import PairFamily, collapse_lengths, collapse_sweep
 from theory_checks.context import Profile, RunContext
-from theory_checks.report.plotting import UNIT_ROUNDOFF, new_figure, save
+from theory_checks.report.plotting import FORMAT_COLORS, UNIT_ROUNDOFF, plt, save
 from theory_checks.result import Check, CheckResult
 from theory_checks.synthetic.models import describe, random_model
 
-CHECK = Check(
-    "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5",
-    claim="Distances that shrink with n fall below a format's resolution sooner the fewer "
-    "significant bits it has: bfloat16 (8) and float16 (11) collapse far earlier than "
-    "float32 (24); quantised formats fare worse still: float8 (e4m3fn 4, e5m2 3 bits, "
-    "activations stored in it) collapses no later than bfloat16.",
-)
 
 FORMATS = ("float64", "float32", "float16", "bfloat16")
 MAX_PREDICTION_FACTOR = 4.0  # measured and predicted collapse lengths within this factor
@@ -29,6 +22,21 @@ FLOAT8 = ("float8_e4m3fn", "float8_e5m2")
 PREMISE = ("the pair distance decays with n (fitted float64 slope < 0), and for float16 and "
            "bfloat16 the sweep reaches the collapse: a measured collapse length, or a "
            "predicted one within the sweep (n_pred <= n_max)")
+
+
+CHECK = Check(
+    "R6", "Low precision brings the collapse forward", "Section 5 (precision), Fig. 5",
+    claim="Distances that shrink with n fall below a format's resolution sooner the fewer "
+    "significant bits it has: bfloat16 (8) and float16 (11) collapse far earlier than "
+    "float32 (24); quantised formats fare worse still: float8 (e4m3fn 4, e5m2 3 bits, "
+    "activations stored in it) collapses no later than bfloat16.",
+    criterion="measured collapse length (first n from which the pair is bit-identical or "
+    "its true distance is below the format's measured rounding-noise floor) of bfloat16 and "
+    "float16 below float32's (not collapsing within the sweep counts as beyond it), and "
+    f"measured/predicted within a factor {MAX_PREDICTION_FACTOR:g} for both, the prediction "
+    "being n where the fitted decay C n^s reaches u x typical ||y||_inf; and the float8 "
+    "formats' (fake-quantised) collapse lengths no later than bfloat16's.",
+)
 
 
 def profile_n_max(profile: Profile, ctx: RunContext) -> int:
@@ -71,25 +79,36 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     ok = order_ok and prediction_ok and float8_ok
 
     path, rel = ctx.figure("r06_precision.png")
-    fig, ax = new_figure()
+    fig, (ax, ax_noise) = plt.subplots(2, 1, figsize=(6.4, 6.4), dpi=110, sharex=True)
     for i, d in enumerate(FORMATS + FLOAT8):
         dist = sweep.linf[i, :, -1]
-        line = ax.semilogy(lengths, np.where(dist > 0, dist, np.nan), "-", lw=1, label=d)[0]
-        ax.axhline(UNIT_ROUNDOFF[d] * rep.scale, color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("n (repeated tokens)")
-    ax.set_ylabel("||y_n - y*_(n+1)||_inf   (dotted: u x typical ||y||_inf)")
-    ax.set_title(f"R6: same weights in four formats, 2-layer NoPE decoder, seed {ctx.seed}")
-    ax.legend()
+        color = FORMAT_COLORS[d]
+        # float64 wide and underneath, so float32 (equal to it at this scale) shows on top.
+        ax.semilogy(lengths, np.where(dist > 0, dist, np.nan), "-", color=color,
+                    lw=3.5 if d == "float64" else 1, alpha=0.45 if d == "float64" else 1,
+                    label=f"{d}: pair distance")
+        c = rep.per_dtype[d]
+        if c.collapse_length is not None and d != "float64":
+            ax.axvline(c.collapse_length, color=color, ls="--", lw=1,
+                       label=f"{d}: measured collapse length {c.collapse_length}")
+        ax_noise.semilogy(lengths, np.where(c.noise > 0, c.noise, np.nan), "-", color=color,
+                          lw=1, label=f"{d}: rounding error of one run")
+        if d != "float64":
+            ax_noise.axhline(UNIT_ROUNDOFF[d] * rep.scale, color=color, ls=":", lw=1,
+                             label=f"{d}: u x typical ||y||_inf")
+    ax.set_ylabel("||y_n - y*_(n+1)||_inf (state units)")
+    ax.set_title(f"R6: same weights in six formats, 2-layer NoPE decoder, seed {ctx.seed}",
+                 fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(True, which="both", alpha=0.3)
+    ax_noise.set_xlabel("n (repeated tokens)")
+    ax_noise.set_ylabel("||y_format(s_n) - y_float64(s_n)||_inf")
+    ax_noise.legend(fontsize=6)
+    ax_noise.grid(True, which="both", alpha=0.3)
     save(fig, path)
     fmt = lambda v: "none" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))  # noqa
     return CHECK.result(
         ctx,
-        criterion="measured collapse length (first n from which the pair is bit-identical or "
-        "its true distance is below the format's measured rounding-noise floor) of bfloat16 and "
-        "float16 below float32's (not collapsing within the sweep counts as beyond it), and "
-        f"measured/predicted within a factor {MAX_PREDICTION_FACTOR:g} for both, the prediction "
-        "being n where the fitted decay C n^s reaches u x typical ||y||_inf; and the float8 "
-        "formats' (fake-quantised) collapse lengths no later than bfloat16's.",
         measured={
             "decay_slope_float64": rep.fit.slope, "state_scale_linf": rep.scale,
             **{f"{d}_collapse_length": rep.per_dtype[d].collapse_length for d in FORMATS},

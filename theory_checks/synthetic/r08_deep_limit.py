@@ -18,6 +18,8 @@ CHECK = Check(
     claim="With the same causal attention Lambda in every layer (every row but the first "
     "with >= 2 non-zeros), ((Lambda + I)/2)^L tends to the matrix whose first column is 1: "
     "y_n becomes sensitive to the first token only.",
+    criterion="the fitted geometric rate of the distance to 1 e_1^T matches (1 + lambda_2)/2 "
+    "(relative error of log-rates <= 5%) and the distance at the largest depth is <= 1e-8.",
 )
 
 
@@ -73,8 +75,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     save(fig, path)
     return CHECK.result(
         ctx,
-        criterion="the fitted geometric rate of the distance to 1 e_1^T matches (1 + lambda_2)/2 "
-        "(relative error of log-rates <= 5%) and the distance at the largest depth is <= 1e-8.",
         measured={
             "n": n, "lambda_2": lam2, "predicted_rate": predicted,
             "fitted_rate": fitted, "log_rate_relative_error": rel_err,
