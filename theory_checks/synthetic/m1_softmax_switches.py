@@ -38,14 +38,6 @@ from theory_checks.report.plotting import plt, save
 from theory_checks.report.reproduction import BF16_LINE, FIG10_LENGTHS
 from theory_checks.result import Check, CheckResult, combined, unreached
 
-CHECK = Check(
-    "M1", "Softmax that does not disperse (beyond the paper)",
-    "arXiv 2410.01104 and 2501.19399 on Figure 10's protocol",
-    claim="A bounded adaptive temperature cannot stop the dispersion, so the repeated-last "
-    "pair still collapses with it; Scalable-Softmax's unbounded s log n factor keeps the pair "
-    "apart for longer than the standard softmax.",
-)
-
 ENCODINGS = {"none": "NoPE", "rope": "RoPE"}
 VARIANCES = ("1", "1/d")
 SWITCHES = ("standard", "adaptive_temperature", "scalable")
@@ -53,6 +45,19 @@ SSMAX_S = 1 / math.log(10)
 FIT_FROM = 50  # as R4's protocol fit: past the first few tokens
 COLLAPSE_SLOPE = -0.5  # R4's criterion of a collapse
 SLOWER_BY = 0.25  # Scalable-Softmax: its slope at least this much shallower
+
+
+CHECK = Check(
+    "M1", "Softmax that does not disperse (beyond the paper)",
+    "arXiv 2410.01104 and 2501.19399 on Figure 10's protocol",
+    claim="A bounded adaptive temperature cannot stop the dispersion, so the repeated-last "
+    "pair still collapses with it; Scalable-Softmax's unbounded s log n factor keeps the pair "
+    "apart for longer than the standard softmax.",
+    criterion=f"per setting (NoPE/RoPE x variance 1 and 1/d), slopes of the mean L1 "
+    f"distance fitted over n >= {FIT_FROM}: adaptive temperature slope <= "
+    f"{COLLAPSE_SLOPE} (still collapses); Scalable-Softmax (s = 1/ln 10) slope >= the "
+    f"standard softmax's + {SLOWER_BY} (decays more slowly). Every setting must hold.",
+)
 
 
 def _part_name(pe: str, variance: str) -> str:
@@ -106,10 +111,6 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
     return CHECK.result(
         ctx,
         ok=ok, premise_reached=premise_reached,
-        criterion=f"per setting (NoPE/RoPE x variance 1 and 1/d), slopes of the mean L1 "
-        f"distance fitted over n >= {FIT_FROM}: adaptive temperature slope <= "
-        f"{COLLAPSE_SLOPE} (still collapses); Scalable-Softmax (s = 1/ln 10) slope >= the "
-        f"standard softmax's + {SLOWER_BY} (decays more slowly). Every setting must hold.",
         premise=f"the standard softmax collapses in the setting (slope <= {COLLAPSE_SLOPE}, "
         "R4's criterion): otherwise there is no dispersion to remedy",
         to_reach_premise="" if premise_reached else
