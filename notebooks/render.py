@@ -1,11 +1,12 @@
 """Render the course: execute notebooks/tutorial.ipynb from a clean kernel and write an
 executed, readable copy with its figures to docs/course/ (markdown + PNG files).
 
-    python notebooks/render.py            # full size (the published copy)
-    python notebooks/render.py --small    # TUTORIAL_SMALL=1, a quick look (not for docs/)
+    python notebooks/render.py            # full size
+    python notebooks/render.py --small    # TUTORIAL_SMALL=1 (the test suite's sizes)
 
 Writes docs/course/tutorial.md, docs/course/tutorial_files/*.png and docs/course/run.json
-(when, how long in wall and CPU seconds, which sizes, on what machine). The folder is
+(when, how long in wall and CPU seconds, per code cell too, which sizes, on what machine;
+the copy's first line says which sizes it shows). The folder is
 replaced atomically: an interrupted or failed run leaves the previous copy in place.
 tests/test_notebook.py checks that the rendered cells equal the notebook's
 (`rendered_cells`), so edit notebooks/tutorial.py, sync the pair and render again.
