@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")
+if "matplotlib.pyplot" not in sys.modules:  # headless, unless a notebook already chose its backend
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 matplotlib.rcParams.update({"axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8})
