@@ -141,7 +141,8 @@ def execute(small: bool):
     run = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "small": small, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}, shared with other jobs)",
+        "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}, load average "
+                   f"{os.getloadavg()[0]:.1f} at the end)",
         "cell_wall_s": _cell_times(nb),
     }
     return nb, run
