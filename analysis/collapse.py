@@ -32,27 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from analysis.checks import check_computed_finite
 from analysis.collapse_length import (  # noqa: F401  (re-exported)
-    UNIT_ROUNDOFF,
-    CollapseLength,
-    CollapseReport,
-    DecayFit,
-    check_sweep_finite,
-    collapse_lengths,
-    fit_decay,
-    pair_norm,
+    UNIT_ROUNDOFF, CollapseLength, CollapseReport, DecayFit, check_sweep_finite,
+    collapse_lengths, fit_decay, pair_norm,
 )
 from analysis.pairs import (  # noqa: F401  (re-exported)
-    PairFamily,
-    SequenceFamily,
-    check_count,
-    check_ids,
-    counting_pairs,
-    ones_then_zero_pairs,
-    repeated_last_pair,
-    separated_digits,
+    PairFamily, SequenceFamily, check_count, check_ids, counting_pairs, ones_then_zero_pairs,
+    repeated_last_pair, separated_digits,
 )
-from analysis.checks import check_computed_finite
 from transformer import generate
 from transformer.config import DTYPES, FLOAT8_FORMATS
 from transformer.model import Decoder
