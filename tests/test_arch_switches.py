@@ -102,7 +102,7 @@ def test_bound_scales_with_residual_scale_and_refuses_parallel_blocks():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(residual_scale=float("nan")), "residual_scale must be finite and positive"),
+        (dict(residual_scale=float("nan")), "residual_scale must be finite"),
         (dict(logit_scale=0.0), "logit_scale must be finite and positive"),
         (dict(logit_scale="2"), "logit_scale must be a number"),
         (dict(no_rope_layers=(2,)), "no_rope_layers must be layer indices"),

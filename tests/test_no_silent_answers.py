@@ -28,7 +28,8 @@ F64 = dict(dtype="float64", param_dtype="float64", softmax_dtype="float64")
 
 # ---- settings ------------------------------------------------------------------------------
 
-FLOAT_FIELDS = [f.name for f in dataclasses.fields(TransformerConfig) if "float" in str(f.type)]
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(TransformerConfig)
+                if str(f.type) in ("float", "float | None")]
 
 
 def test_the_float_fields_are_found():

@@ -112,7 +112,7 @@ def test_readme_and_docs_state_the_criteria_of_the_code():
         assert criteria.block(path.read_text()) == criteria.render(), (
             f"{path.name}: run python -m theory_checks.report.criteria")
     quick = {cid for p, cid, _ in criteria.rows() if p == "quick"}
-    assert quick == {f"R{i}" for i in range(1, 13)}
+    assert quick >= {f"R{i}" for i in range(1, 13)}  # R1..R12, and M1 beyond the paper
 
 
 def test_the_report_states_each_criterion_as_the_code_does(tmp_path):

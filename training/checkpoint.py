@@ -118,18 +118,14 @@ def unflatten_named(template, arrays: dict[str, np.ndarray], what: str):
 
 
 def config_to_dict(config: TransformerConfig) -> dict:
-    """JSON-ready fields of a config (per-layer window tuples become lists)."""
+    """JSON-ready fields of a config (tuples, e.g. per-layer windows, become lists)."""
     d = dataclasses.asdict(config)
-    if isinstance(d["window"], tuple):
-        d["window"] = list(d["window"])
-    return d
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def config_from_dict(d: dict, source: str = "config.json") -> TransformerConfig:
     """Inverse of `config_to_dict` (validated by the config itself); errors name `source`."""
-    d = dict(d)
-    if isinstance(d.get("window"), list):
-        d["window"] = tuple(d["window"])
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}  # JSON lists
     fields = dataclasses.fields(TransformerConfig)
     unknown = sorted(set(d) - {f.name for f in fields})
     if unknown:

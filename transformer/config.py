@@ -43,6 +43,7 @@ def _check_positive_int(name: str, value) -> None:
 _POSITIVE_FLOATS = (
     "rope_theta", "rope_theta_local", "rope_fraction", "rope_linear_factor", "norm_beta",
     "attn_logit_softcap", "final_logit_softcap", "query_scale", "embedding_scale", "init_std",
+    "ssmax_s",
 )
 _NON_NEGATIVE_FLOATS = ("norm_eps",)
 _AT_MOST = {"rope_fraction": 1.0}
@@ -53,7 +54,7 @@ def _check_float_fields(config) -> None:
     its range. A NaN epsilon, RoPE base, query scale or initialisation scale, or an infinite
     norm_beta, would otherwise build a model whose every logit is NaN or zero."""
     for field in dataclasses.fields(config):
-        if "float" not in str(field.type):
+        if str(field.type) not in ("float", "float | None"):  # scalars; tuples check themselves
             continue
         name, value = field.name, getattr(config, field.name)
         if value is None and "None" in str(field.type):
@@ -263,9 +264,6 @@ class TransformerConfig:
                     raise ValueError(
                         f"{name}={fmt!r} rounds stored values with float32 arithmetic; "
                         f"it needs dtype float32 or float64, got dtype={self.dtype!r}")
-        if not (isinstance(self.ssmax_s, (int, float)) and not isinstance(self.ssmax_s, bool)
-                and math.isfinite(self.ssmax_s) and self.ssmax_s > 0):
-            raise ValueError(f"ssmax_s must be a finite number > 0, got {self.ssmax_s!r}")
 
         _check_float_fields(self)
         if self.pos_encoding == "sinusoidal" and self.d_model % 2:

@@ -191,8 +191,10 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         key_number=f"fail at n: first {fail['copy_first']}, last {fail['copy_last']}; "
         f"U-shape {sum(u_shaped.values())}/2",
         setup="; ".join(recs[name].describe() for name in TASKS)
-        + f". Evaluated at n = {lengths} ({SHORT_EXAMPLES[size]} examples each up to "
-        f"{LENGTHS[size][0][-1]}, then {LENGTHS[size][1]} examples); sensitivity in float32.",
+        + f". Evaluated at n = {', '.join(map(str, lengths))} ({SHORT_EXAMPLES[size]} examples "
+        f"each up to {LENGTHS[size][0][-1]}, then "
+        + ", ".join(f"{k} at n = {n}" for n, k in LENGTHS[size][1].items())
+        + "); sensitivity in float32.",
         figures=(rel,), dtypes=("float32",),
         notes=" ".join(notes),
     )

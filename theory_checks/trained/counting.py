@@ -137,7 +137,8 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
         f"n ~ {_fmt(predicted)}, and from n = {bf16.collapse_length} on the pair is within "
         "bfloat16's measured rounding noise; bit-identity of all coordinates of y comes "
         f"later (first at n = {n_star}). The bfloat16 state readout is first wrong at n = "
-        f"{readout_first_wrong['bfloat16']} (float32: {readout_first_wrong['float32']}): what "
+        f"{_fmt(readout_first_wrong['bfloat16'])} (float32: "
+        f"{_fmt(readout_first_wrong['float32'])}): what "
         "the rounding removes goes from where the pair falls below bfloat16's resolution, "
         "before the pair is bit-identical.",
         f"RoPE contrast: float64 slope {rep[CONTRAST].fit.slope:.2f}, "

@@ -166,8 +166,9 @@ def run(profile: Profile, ctx: RunContext) -> CheckResult:
             f"{enc} separators (median relative float64 pair distance, separators / plain): "
             + "; ".join(f"{k.replace('_', ' ')} {v['separators']:.3g} / {v['plain']:.3g} = "
                         f"x{v['ratio']:.3g}" for k, v in cm.items() if isinstance(v, dict))
-            + f"; bfloat16 collapse n: plain {s['collapse_length_bfloat16']['plain']}, "
-            f"separators {s['collapse_length_bfloat16']['separators']}"
+            + "; bfloat16 collapse n: plain "
+            + _within(s["collapse_length_bfloat16"]["plain"]) + ", separators "
+            + _within(s["collapse_length_bfloat16"]["separators"])
             + ("" if s["premise_reached"] else
                " (not judged: the plain counter's pair does not collapse within the sweep, or a "
                "counter did not learn)") + ".")
@@ -257,3 +258,8 @@ def _figure(path, ctx, n, lengths, rel, correct, sep, recs, n_rf):
     fig.suptitle(f"R12: separators every 4 ones (RoPE and NoPE) and a 4-token window (RoPE), "
                  f"2-layer counters, seed {ctx.seed}", fontsize=10)
     save(fig, path)
+
+
+def _within(n) -> str:
+    """A collapse length for the notes: None means the pair never collapsed in the sweep."""
+    return "beyond the sweep" if n is None else str(n)
