@@ -1,6 +1,6 @@
 """Pure functions that measure a `transformer.Decoder` against the paper's results.
 
-Each function's docstring names the result id (R1..R12 of shared/PAPER.md) it serves and
+Each function's docstring names the result id (R1..R12 of docs/results.md) it serves and
 the shape it returns. Nothing here mutates a model.
 """
 

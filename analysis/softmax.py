@@ -8,7 +8,7 @@ paper states them, with no model involved:
     R3 (Prop. B.4):   alternating x = (1, 0, 1, ...), x* = (0, 1, 0, ...) keep
                       TV = 2(e - 1)/(e + 1) for every even n.
 
-TV follows shared/PAPER.md: TV(p, q) = sum_i |p_i - q_i| (no factor 1/2).
+TV follows docs/results.md: TV(p, q) = sum_i |p_i - q_i| (no factor 1/2).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def softmax(x) -> np.ndarray:
 
 
 def total_variation(p, q) -> np.ndarray | float:
-    """TV(p, q) = sum_i |p_i - q_i| over the last axis (shared/PAPER.md, R2; no 1/2).
+    """TV(p, q) = sum_i |p_i - q_i| over the last axis (docs/results.md, R2; no 1/2).
 
     Args:
         p, q: [..., n] probability vectors of the same shape (entries >= 0).

@@ -1,4 +1,4 @@
-"""An independent float64 NumPy forward pass of the decoder equations (shared/PAPER.md).
+"""An independent float64 NumPy forward pass of the decoder equations (docs/results.md).
 
 Written from the equations, not from transformer/: loops over heads and queries, its own
 positional encodings and norms. It reads the weights from a plain dict (nnx.to_pure_dict).

@@ -129,7 +129,7 @@ def test_r4_collapse_inside_the_theorem_and_none_for_ape(r4):
 
 
 def test_r4_reproduction_entries_follow_the_spec(r4):
-    """Every Figure 10 / 8 entry carries PAPER.md's values at the paper's n, and its
+    """Every Figure 10 / 8 entry carries docs/paper_protocols.md's values at the paper's n, and its
     `reproduced` recomputes from `paper` and `ours` by the factor-2-from-n-100 criterion."""
     from analysis.synthetic_collapse import all_readings
     from theory_checks.report.reproduction import paper_values, within_factor

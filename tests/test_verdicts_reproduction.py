@@ -90,7 +90,7 @@ def _number(text: str) -> float:
 
 def test_paper_values_are_the_ones_in_paper_md():
     """Every value in PAPER_VALUES appears in docs/paper_protocols.md (the verbatim copy of
-    shared/PAPER.md's published-experiments section) in the paragraph of its figure."""
+    docs/paper_protocols.md) in the paragraph of its figure."""
     text = (DOCS / "paper_protocols.md").read_text()
     paragraphs = {
         "Figure 10": text[text.index("**Figure 10"):text.index("**Figure 8")],

@@ -1,4 +1,4 @@
-"""Every result of 'Transformers need glasses!' (R1..R12, shared/PAPER.md) as a runnable check.
+"""Every result of 'Transformers need glasses!' (R1..R12, docs/results.md) as a runnable check.
 
 `python -m theory_checks` runs them all and writes report.md, results.json and figures.
 """

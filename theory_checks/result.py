@@ -27,7 +27,7 @@ class CheckResult:
     """The outcome of checking one result of the paper.
 
     Attributes:
-        id: result id, "R1".."R12" (shared/PAPER.md).
+        id: result id, "R1".."R12" (docs/results.md).
         title: short name of the result.
         paper_ref: lemma / theorem / figure in the paper.
         claim: the claim in one sentence.

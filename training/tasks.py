@@ -1,4 +1,4 @@
-"""Synthetic copying and counting tasks of the paper (shared/PAPER.md, "task probes"; R12).
+"""Synthetic copying and counting tasks of the paper (docs/results.md, "task probes"; R12).
 
 Every generator is pure: a batch is a deterministic function of (task, seed or numpy
 Generator, sizes), built with vectorised numpy over the batch, so the training stream of

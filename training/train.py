@@ -1,6 +1,6 @@
 """Train a decoder on one synthetic task (training.tasks) with optax; evaluate per length.
 
-The paper's task probes (shared/PAPER.md: copying and counting, accuracy against length;
+The paper's task probes (docs/results.md: copying and counting, accuracy against length;
 R5, R12) need models trained on short sequences and evaluated on longer ones. Here:
 
 - AdamW with linear warm-up and cosine decay, global-norm gradient clipping, one

@@ -1,6 +1,6 @@
 """`TransformerConfig`: every architectural and numerical switch of the decoder.
 
-The defaults give the paper's model (shared/PAPER.md, "The model the paper analyses"):
+The defaults give the paper's model (docs/results.md, "The model the paper analyses"):
 a causal Pre-LN decoder. Architecture-specific behaviour (GPT-2, Llama, Gemma, Qwen) is
 expressed by setting these switches, never by branching on a model name.
 """

@@ -1,6 +1,6 @@
 """The decoder: embed, a residual loop of blocks, final norm, unembed.
 
-The forward pass is the paper's Pre-LN model (shared/PAPER.md) by default:
+The forward pass is the paper's Pre-LN model (docs/results.md) by default:
     z^(l)     = v^(l) + Attn(norm1(v^(l)))        (resid_mid)
     v^(l+1)   = z^(l) + MLP(norm2(z^(l)))         (resid_post)
     y         = norm3(v^(L)),   logits = y E^T

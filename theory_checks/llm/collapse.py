@@ -18,7 +18,7 @@ The paper's values for Figure 5a (Gemma 7B, read from its plot) go beside ours a
 which precision Gemma ran in).
 
 The theorem assumes positional information that decays with distance; RoPE satisfies it
-only approximately (shared/PAPER.md, R4), so the criterion asks for a decreasing trend, not
+only approximately (docs/results.md, R4), so the criterion asks for a decreasing trend, not
 the NoPE rate n^-1.
 """
 

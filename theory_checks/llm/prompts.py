@@ -1,4 +1,4 @@
-"""The paper's prompts, verbatim (shared/PAPER.md, "The paper's experiments as published";
+"""The paper's prompts, verbatim (docs/paper_protocols.md;
 Figure 3's from the paper's Appendix C.1), and Figure 5's panels."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tokenisation in the `llm` profile: the fallback for checkpoints without a tokenizer, and
 the facts the checks report about how a tokenizer splits the paper's sequences.
 
-Tokenisation matters for R4-R6 (shared/PAPER.md, R6: "tokenisation can hide the effect"):
+Tokenisation matters for R4-R6 (docs/results.md, R6: "tokenisation can hide the effect"):
 the collapse pairs are built from token ids directly (`theory_checks.llm.pairs`: a run is
 the id of "1" repeated), so s_n and s*_n differ by exactly one repeated token whatever the
 tokenizer would have made of the text; `tokenization_facts` reports how the tokenizer itself

@@ -1,9 +1,8 @@
 """The paper's published values beside ours: one criterion, fixed before measuring.
 
-`PAPER_VALUES` copies the values read from the paper's figures in shared/PAPER.md, section
-"The paper's experiments as published" (reproduced verbatim in docs/paper_protocols.md; a
-test checks every value here against that text). They were read off the plots by eye:
-about +-20 %. Where PAPER.md gives a range ("0.013-0.015") the value used is its midpoint
+`PAPER_VALUES` copies the values read from the paper's figures as docs/paper_protocols.md
+states them (a test checks every value here against that text). They were read off the plots by eye:
+about +-20 %. Where that text gives a range ("0.013-0.015") the value used is its midpoint
 and the range is kept beside it.
 
 The reproduction criterion (issue 14, fixed here before any measurement): a figure's
@@ -25,8 +24,8 @@ FACTOR = 2.0
 FROM_N = 100
 BF16_LINE = 7.8e-3  # the dashed "bf16 precision" line of Figures 5 and 8-10, as read
 
-# figure -> series -> {n: (value, (low, high))}; (low, high) is PAPER.md's range, or the
-# value twice when PAPER.md gives a single number.
+# figure -> series -> {n: (value, (low, high))}; (low, high) is docs/paper_protocols.md's range, or the
+# value twice when docs/paper_protocols.md gives a single number.
 _SAME_FOR_ALL_FIG10 = {5: (1.0, (1.0, 1.0)), 10: (0.5, (0.5, 0.5)),
                        100: (0.065, (0.065, 0.065)), 500: (0.014, (0.013, 0.015)),
                        1000: (0.00675, (0.006, 0.0075))}
@@ -59,7 +58,7 @@ FIG5_LENGTHS = (1, 2, 6, 11, 51, 101, 501, 1001, 2001)
 
 
 def paper_lengths(figure: str, series: str) -> tuple[int, ...]:
-    """The lengths n at which PAPER.md gives a value for one series of a figure."""
+    """The lengths n at which docs/paper_protocols.md gives a value for one series of a figure."""
     return tuple(sorted(_series(figure, series)))
 
 
@@ -69,7 +68,7 @@ def paper_values(figure: str, series: str, lengths: Sequence[int] | None = None)
     lengths = paper_lengths(figure, series) if lengths is None else lengths
     missing = [n for n in lengths if n not in table]
     if missing:
-        raise ValueError(f"PAPER.md gives no value of {figure} / {series} at n = {missing}")
+        raise ValueError(f"docs/paper_protocols.md gives no value of {figure} / {series} at n = {missing}")
     return [table[n][0] for n in lengths]
 
 
