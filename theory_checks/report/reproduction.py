@@ -24,8 +24,8 @@ FACTOR = 2.0
 FROM_N = 100
 BF16_LINE = 7.8e-3  # the dashed "bf16 precision" line of Figures 5 and 8-10, as read
 
-# figure -> series -> {n: (value, (low, high))}; (low, high) is docs/paper_protocols.md's range, or the
-# value twice when docs/paper_protocols.md gives a single number.
+# figure -> series -> {n: (value, (low, high))}; (low, high) is the range that
+# docs/paper_protocols.md gives, or the value twice when it gives a single number.
 _SAME_FOR_ALL_FIG10 = {5: (1.0, (1.0, 1.0)), 10: (0.5, (0.5, 0.5)),
                        100: (0.065, (0.065, 0.065)), 500: (0.014, (0.013, 0.015)),
                        1000: (0.00675, (0.006, 0.0075))}
@@ -68,7 +68,8 @@ def paper_values(figure: str, series: str, lengths: Sequence[int] | None = None)
     lengths = paper_lengths(figure, series) if lengths is None else lengths
     missing = [n for n in lengths if n not in table]
     if missing:
-        raise ValueError(f"docs/paper_protocols.md gives no value of {figure} / {series} at n = {missing}")
+        raise ValueError(f"docs/paper_protocols.md gives no value of {figure} / {series} "
+                         f"at n = {missing}")
     return [table[n][0] for n in lengths]
 
 
